@@ -1,0 +1,1 @@
+"""The HTTP service: FastAPI routes, schemas, DB tables and settings."""

@@ -1,0 +1,114 @@
+"""Settings shared by the API and the worker: one class, env prefix ``SNGAN_``.
+
+The embedded defaults live here: with nothing configured the service keeps a SQLite
+database and a filesystem Celery broker under one data directory, so it runs with no
+external server. Point ``SNGAN_DATABASE_URL`` / ``SNGAN_BROKER_URL`` at PostgreSQL and
+Redis for a real deployment.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SNGAN_", env_file=".env", extra="ignore")
+
+    # --- storage -----------------------------------------------------------------------
+    data_dir: Path = Field(
+        default=Path("./data"),
+        description="Root of datasets, checkpoints, samples, the embedded DB and broker.",
+    )
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default sqlite:///<data_dir>/sngan.db."
+    )
+    broker_url: str | None = Field(
+        default=None, description="Celery broker URL; default a filesystem broker in data_dir."
+    )
+
+    # --- auth --------------------------------------------------------------------------
+    auth: Literal["on", "off"] = Field(
+        default="on", description="'off' lets every request act as owner 'local' (dev only)."
+    )
+
+    # --- limits (each violation is a 4xx naming the field and the limit) ---------------
+    max_steps: int = Field(default=1_000_000, description="Upper bound of train.steps.")
+    max_batch_size: int = Field(default=1024, description="Upper bound of train.batch_size.")
+    max_channels: int = Field(default=1024, description="Upper bound of model.g_ch / d_ch.")
+    max_z_dim: int = Field(default=1024, description="Upper bound of model.z_dim.")
+    max_n_dis: int = Field(default=10, description="Upper bound of train.n_dis.")
+    max_eval_samples: int = Field(default=50_000, description="Upper bound of eval.num_samples.")
+    max_samples_per_request: int = Field(default=256, description="Cap of n on /samples.")
+    max_upload_bytes: int = Field(default=512 * 1024 * 1024, description="Largest upload.")
+    max_dataset_images: int = Field(default=200_000, description="Most images in one upload.")
+    max_image_side: int = Field(default=1024, description="Largest image side in an upload.")
+    max_uncompressed_bytes: int = Field(
+        default=4 * 1024 * 1024 * 1024, description="Zip bomb guard: total uncompressed size."
+    )
+    max_concurrent_jobs_per_key: int = Field(
+        default=8, description="Queued + running jobs one key may have."
+    )
+    rate_limit_per_minute: int = Field(default=6000, description="Requests per key per minute.")
+
+    # --- generation --------------------------------------------------------------------
+    generator_cache_size: int = Field(default=4, description="Generators kept in memory.")
+    generation_device: str = Field(default="auto", description="'auto', 'cpu' or 'cuda'.")
+    batch_max_wait_ms: float = Field(
+        default=5.0, description="How long a sample request waits to be batched with others."
+    )
+    batch_max_size: int = Field(default=64, description="Most images generated in one batch.")
+    batching: bool = Field(default=True, description="Batch concurrent sample requests.")
+
+    # --- worker ------------------------------------------------------------------------
+    heartbeat_interval_s: float = Field(default=5.0, description="Worker heartbeat period.")
+    lease_timeout_s: float = Field(
+        default=60.0, description="A running job whose heartbeat is older is re-queued."
+    )
+    metrics_flush_every_s: float = Field(default=1.0, description="Metric batch flush period.")
+    keep_checkpoints: int = Field(default=5, description="Checkpoints kept per job (last K).")
+    inception_weights: Path | None = Field(
+        default=None,
+        description="Local file of torch-fidelity's Inception weights "
+        "(pt_inception-2015-12-05-6726825d.pth); needed for IS/FID/KID.",
+    )
+
+    # --- logging -----------------------------------------------------------------------
+    log_level: str = Field(default="INFO", description="Python logging level.")
+
+    @model_validator(mode="after")
+    def _fill_embedded_defaults(self) -> Settings:
+        self.data_dir = self.data_dir.expanduser().resolve()
+        if self.database_url is None:
+            self.database_url = f"sqlite:///{self.data_dir / 'sngan.db'}"
+        if self.broker_url is None:
+            self.broker_url = "filesystem://"
+        return self
+
+    @property
+    def embedded_broker(self) -> bool:
+        return bool(self.broker_url and self.broker_url.startswith("filesystem://"))
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.data_dir / "broker"
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.data_dir / "datasets"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.jobs_dir / job_id
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
