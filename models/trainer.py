@@ -1,0 +1,364 @@
+"""The SN-GAN training loop (Miyato et al. 2018), reporting through sinks.
+
+Per generator step: `n_dis` discriminator updates on batches of `batch_size` real and fake
+images, then one generator update on `2 * batch_size` samples (as the official code does),
+Adam(2e-4, betas (0, 0.9)) and the learning rates decayed linearly to 0 over `steps`.
+
+The trainer knows nothing of databases: it calls `TrainerSinks` and polls `should_stop()`
+between steps. Losses stay on the device and are read back every `log_every` steps (and
+before every checkpoint), so the loop does not wait on the device each step.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .checkpoint import (
+    checkpoint_name,
+    list_checkpoints,
+    load_checkpoint,
+    remove_checkpoint,
+    save_checkpoint,
+)
+from .config import RunConfig
+from .data import ImageDataset, load_dataset, scale
+from .generate import image_grid, save_png, to_uint8
+from .losses import d_loss, g_loss
+from .nets import build_discriminator, build_generator
+
+log = logging.getLogger(__name__)
+
+LOSS_NAMES = ("loss_d", "loss_g", "d_real", "d_fake")
+GRID_SIZE = 64
+
+
+class TrainerSinks:
+    """Where the trainer reports. Subclass and override what you need; defaults do nothing."""
+
+    def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        """Called for every step (in order), and again at evaluation steps with IS/FID/KID."""
+
+    def on_sample_grid(self, step: int, path: Path) -> None:
+        """A PNG grid of the fixed-noise samples was written to `path`."""
+
+    def on_checkpoint(self, step: int, path: Path, sha256: str, size_bytes: int) -> None:
+        """A checkpoint was written (atomically) and its sidecar sha256 recorded."""
+
+    def on_checkpoint_removed(self, step: int, path: Path) -> None:
+        """An old checkpoint was deleted (only the last K plus pinned ones are kept)."""
+
+    def should_stop(self) -> bool:
+        """Polled between steps; True makes the trainer write a checkpoint and return."""
+        return False
+
+
+class DivergedError(Exception):
+    """A loss became NaN or Inf; the last good checkpoint is kept."""
+
+    def __init__(self, step: int, metrics: dict[str, float]) -> None:
+        self.step = step
+        self.metrics = metrics
+        super().__init__(f"training diverged at step {step}: non-finite losses {metrics}")
+
+
+@dataclass
+class TrainResult:
+    step: int
+    stopped: bool
+    checkpoint: Path | None
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+class Trainer:
+    def __init__(
+        self,
+        config: RunConfig,
+        out_dir: Path | str,
+        sinks: TrainerSinks | None = None,
+        device: str | torch.device = "auto",
+        dataset: ImageDataset | None = None,
+        pinned_steps: tuple[int, ...] | set[int] = (),
+        inception_weights: Path | None = None,
+    ) -> None:
+        self.cfg = config
+        self.out_dir = Path(out_dir)
+        self.ckpt_dir = self.out_dir / "checkpoints"
+        self.sample_dir = self.out_dir / "samples"
+        self.sinks = sinks or TrainerSinks()
+        self.device = resolve_device(device)
+        self.pinned_steps = set(pinned_steps)
+        self.inception_weights = inception_weights
+        tc, mc = config.train, config.model
+        self.use_bf16 = tc.precision == "bf16" or (
+            tc.precision == "auto" and self.device.type == "cuda"
+        )
+        if config.eval.every > 0:
+            from .evaluation import check_evaluation_available
+
+            check_evaluation_available(inception_weights)
+
+        if dataset is None:
+            dataset = load_dataset(config.data, mc.resolution, channels=mc.channels)
+        if mc.conditional and dataset.num_classes < 1:
+            raise ValueError("conditional training needs a labelled dataset")
+        if mc.conditional and mc.num_classes < dataset.num_classes:
+            raise ValueError(
+                f"model.num_classes={mc.num_classes} but the dataset has {dataset.num_classes}"
+            )
+        if dataset.channels != mc.channels:
+            raise ValueError(f"dataset has {dataset.channels} channels, model {mc.channels}")
+        self.dataset = dataset
+        self.data = dataset.to(self.device)
+
+        seed_everything(tc.seed)
+        self.netG = build_generator(mc).to(self.device)
+        self.netD = build_discriminator(mc).to(self.device)
+        fused = self.device.type == "cuda"
+        self.optG = torch.optim.Adam(
+            self.netG.parameters(), lr=tc.lr_g, betas=tc.betas, fused=fused
+        )
+        self.optD = torch.optim.Adam(
+            self.netD.parameters(), lr=tc.lr_d, betas=tc.betas, fused=fused
+        )
+        self.schedG = torch.optim.lr_scheduler.LambdaLR(self.optG, self._lr_factor)
+        self.schedD = torch.optim.lr_scheduler.LambdaLR(self.optD, self._lr_factor)
+        self.ema_G: nn.Module | None = None
+        if tc.ema_decay is not None:
+            self.ema_G = copy.deepcopy(self.netG).eval()
+            self.ema_G.requires_grad_(False)
+        self.step = 0
+
+        # fixed noise for the training sample grids, independent of the training RNG stream
+        gen = torch.Generator().manual_seed(tc.seed + 1)
+        self.fixed_z = torch.randn(GRID_SIZE, mc.z_dim, generator=gen).to(self.device)
+        self.fixed_y = (
+            (torch.arange(GRID_SIZE) % mc.num_classes).to(self.device) if mc.conditional else None
+        )
+        # per-step losses stay on the device until the next read-back
+        self._pending: list[tuple[int, torch.Tensor, float]] = []
+        self._last_flush_time = time.perf_counter()
+        self._last_flush_step = 0
+
+    # --- schedule -----------------------------------------------------------------------
+
+    def _lr_factor(self, epoch: int) -> float:
+        if self.cfg.train.lr_decay == "none":
+            return 1.0
+        return max(0.0, 1.0 - epoch / self.cfg.train.steps)
+
+    # --- one generator step ---------------------------------------------------------------
+
+    def _real_batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.randint(len(self.data), (n,), device=self.device)
+        return scale(self.data.images[idx]), self.data.labels[idx]  # (n, C, R, R), (n,)
+
+    def _noise(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        z = torch.randn(n, self.cfg.model.z_dim, device=self.device)
+        if not self.cfg.model.conditional:
+            return z, None
+        return z, torch.randint(self.cfg.model.num_classes, (n,), device=self.device)
+
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16)
+
+    def train_step(self) -> torch.Tensor:
+        """One generator step with its n_dis discriminator steps; returns the 4 losses on device."""
+        tc = self.cfg.train
+        cond = self.cfg.model.conditional
+        B = tc.batch_size
+        self.netD.requires_grad_(True)
+        for _ in range(tc.n_dis):
+            x_real, y_real = self._real_batch(B)
+            z, y_fake = self._noise(B)
+            with torch.no_grad(), self._autocast():
+                x_fake = self.netG(z, y_fake)
+            with self._autocast():
+                # D has no batch norm, so one forward on cat(real, fake) equals two forwards
+                x = torch.cat([x_real, x_fake.to(x_real.dtype)])
+                y = torch.cat([y_real, y_fake]) if cond and y_fake is not None else None
+                out = self.netD(x, y).float()  # (2B,)
+                d_real, d_fake = out[:B], out[B:]
+                loss_D = d_loss(tc.loss, d_real, d_fake)
+            self.optD.zero_grad(set_to_none=True)
+            loss_D.backward()
+            self.optD.step()
+
+        self.netD.requires_grad_(False)  # the G step needs no D parameter gradients
+        z, y_fake = self._noise(2 * B)
+        with self._autocast():
+            loss_G = g_loss(tc.loss, self.netD(self.netG(z, y_fake), y_fake).float())
+        self.optG.zero_grad(set_to_none=True)
+        loss_G.backward()
+        self.optG.step()
+        self.schedG.step()
+        self.schedD.step()
+        if self.ema_G is not None:
+            self._update_ema()
+        return torch.stack(
+            [loss_D.detach(), loss_G.detach(), d_real.detach().mean(), d_fake.detach().mean()]
+        )
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        assert self.ema_G is not None and self.cfg.train.ema_decay is not None
+        ema_p = list(self.ema_G.parameters())
+        torch._foreach_lerp_(ema_p, list(self.netG.parameters()), 1.0 - self.cfg.train.ema_decay)
+        for b_ema, b in zip(self.ema_G.buffers(), self.netG.buffers()):
+            b_ema.copy_(b)  # BN statistics are copied, not averaged
+
+    # --- the loop -----------------------------------------------------------------------
+
+    def fit(self, resume_from: Path | str | None = None) -> TrainResult:
+        if resume_from is not None:
+            self.load_state(load_checkpoint(resume_from, map_location=self.device))
+            log.info("resumed from %s at step %d", resume_from, self.step)
+        self.netG.train()
+        self.netD.train()
+        tc = self.cfg.train
+        self._last_flush_time, self._last_flush_step = time.perf_counter(), self.step
+        last_ckpt: Path | None = None
+        while self.step < tc.steps:
+            lr = self.optG.param_groups[0]["lr"]
+            losses = self.train_step()
+            self.step += 1
+            self._pending.append((self.step, losses, lr))
+            s = self.step
+            final = s == tc.steps
+            ckpt_due = final or s % self.cfg.checkpoint_every == 0
+            sample_due = final or s % self.cfg.sample_every == 0
+            eval_due = self.cfg.eval.every > 0 and (final or s % self.cfg.eval.every == 0)
+            stop = self.sinks.should_stop()
+            if stop or ckpt_due or sample_due or eval_due or len(self._pending) >= tc.log_every:
+                self._flush_metrics()
+            if sample_due:
+                self._write_sample_grid()
+            if eval_due:
+                self._evaluate()
+            if ckpt_due or stop:
+                last_ckpt = self._write_checkpoint()
+            if stop:
+                return TrainResult(self.step, True, last_ckpt)
+        if last_ckpt is None:  # resumed at the final step: nothing to do
+            last_ckpt = self.ckpt_dir / checkpoint_name(self.step)
+        return TrainResult(self.step, False, last_ckpt)
+
+    def _flush_metrics(self) -> None:
+        if not self._pending:
+            return
+        values = torch.stack([p[1] for p in self._pending]).float().cpu()  # one sync
+        now = time.perf_counter()
+        rate = (self.step - self._last_flush_step) / max(now - self._last_flush_time, 1e-9)
+        self._last_flush_time, self._last_flush_step = now, self.step
+        pending, self._pending = self._pending, []
+        for (step, _, lr), row in zip(pending, values.tolist()):
+            metrics = dict(zip(LOSS_NAMES, row))
+            if not all(map(_finite, row)):
+                raise DivergedError(step, metrics)
+            metrics["lr"] = lr
+            metrics["steps_per_s"] = rate
+            self.sinks.on_metrics(step, metrics)
+
+    @torch.no_grad()
+    def _write_sample_grid(self) -> None:
+        netG = self.ema_G if self.ema_G is not None else self.netG
+        was_training = netG.training
+        netG.eval()
+        try:
+            with self._autocast():
+                x = netG(self.fixed_z, self.fixed_y)
+        finally:
+            netG.train(was_training)
+        self.sample_dir.mkdir(parents=True, exist_ok=True)
+        path = self.sample_dir / f"step_{self.step:08d}.png"
+        tmp = path.with_name(f".{path.name}.tmp")
+        save_png(image_grid(to_uint8(x), nrow=8), str(tmp))
+        tmp.replace(path)
+        self.sinks.on_sample_grid(self.step, path)
+
+    def _evaluate(self) -> None:
+        from .evaluation import evaluate
+
+        netG = self.ema_G if self.ema_G is not None else self.netG
+        spec = f"{self.cfg.data}-{self.cfg.model.resolution}-{self.cfg.model.channels}"
+        key = hashlib.sha256(spec.encode()).hexdigest()[:16]
+        metrics = evaluate(
+            netG, self.cfg, self.dataset, self.inception_weights,
+            self.out_dir.parent / ".fidelity-cache", key, self.device, seed=self.cfg.train.seed,
+        )
+        self.sinks.on_metrics(self.step, metrics)
+
+    # --- state ----------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "format": 1,
+            "config": self.cfg.to_dict(),
+            "step": self.step,
+            "netG": self.netG.state_dict(),
+            "netD": self.netD.state_dict(),
+            "ema_G": self.ema_G.state_dict() if self.ema_G is not None else None,
+            "optG": self.optG.state_dict(),
+            "optD": self.optD.state_dict(),
+            "schedG": self.schedG.state_dict(),
+            "schedD": self.schedD.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+            "rng_python": list(random.getstate()[1]),
+            "rng_python_version": random.getstate()[0],
+        }
+        if torch.cuda.is_available():
+            state["rng_cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.netG.load_state_dict(state["netG"])
+        self.netD.load_state_dict(state["netD"])
+        if self.ema_G is not None and state.get("ema_G") is not None:
+            self.ema_G.load_state_dict(state["ema_G"])
+        self.optG.load_state_dict(state["optG"])
+        self.optD.load_state_dict(state["optD"])
+        self.schedG.load_state_dict(state["schedG"])
+        self.schedD.load_state_dict(state["schedD"])
+        self.step = int(state["step"])
+        torch.set_rng_state(state["rng_cpu"].cpu())
+        random.setstate((state["rng_python_version"], tuple(state["rng_python"]), None))
+        if "rng_cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng_cuda"]])
+
+    def _write_checkpoint(self) -> Path:
+        path = self.ckpt_dir / checkpoint_name(self.step)
+        sha, size = save_checkpoint(self.state_dict(), path)
+        self.sinks.on_checkpoint(self.step, path, sha, size)
+        self._prune_checkpoints()
+        return path
+
+    def _prune_checkpoints(self) -> None:
+        existing = list_checkpoints(self.ckpt_dir)
+        keep = {s for s, _ in existing[-max(1, self.cfg.keep_last) :]} | self.pinned_steps
+        for step, path in existing:
+            if step not in keep:
+                remove_checkpoint(path)
+                self.sinks.on_checkpoint_removed(step, path)
+
+
+def _finite(v: float) -> bool:
+    return v == v and v not in (float("inf"), float("-inf"))
