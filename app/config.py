@@ -30,6 +30,12 @@ class Settings(BaseSettings):
     broker_url: str | None = Field(
         default=None, description="Celery broker URL; default a filesystem broker in data_dir."
     )
+    broker_key_prefix: str = Field(
+        default="", description="Prefix of every Redis key the broker uses (share one Redis)."
+    )
+    migrate_on_startup: bool = Field(
+        default=True, description="Run the Alembic migrations when the API starts."
+    )
 
     # --- auth --------------------------------------------------------------------------
     auth: Literal["on", "off"] = Field(
@@ -68,6 +74,17 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = Field(default=5.0, description="Worker heartbeat period.")
     lease_timeout_s: float = Field(
         default=60.0, description="A running job whose heartbeat is older is re-queued."
+    )
+    train_device: str = Field(default="auto", description="'auto', 'cpu' or 'cuda' for training.")
+    reaper_interval_s: float = Field(
+        default=15.0, description="How often the API looks for stale or lost jobs."
+    )
+    requeue_queued_after_s: float = Field(
+        default=300.0,
+        description="A job queued this long without starting is enqueued again (lost message).",
+    )
+    sse_poll_interval_s: float = Field(
+        default=0.5, description="How often an open event stream looks for new events."
     )
     metrics_flush_every_s: float = Field(default=1.0, description="Metric batch flush period.")
     keep_checkpoints: int = Field(default=5, description="Checkpoints kept per job (last K).")

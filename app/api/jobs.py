@@ -1,0 +1,92 @@
+"""/v1/jobs: create (idempotently), list, read, cancel, resume, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response
+from fastapi.responses import JSONResponse
+
+from app import jobs
+from app.auth import PrincipalDep, SessionDep
+from app.schemas import JobCreate, JobPublic, JobsPublic, JobStatus, error_responses
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=JobPublic,
+    responses={
+        200: {"model": JobPublic, "description": "An earlier request with this Idempotency-Key"},
+        **error_responses(401, 409, 422, 429),
+    },
+)
+def create_job(
+    job_in: JobCreate,
+    principal: PrincipalDep,
+    session: SessionDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            max_length=255,
+            description="Repeat a request safely: the same key and body return the same job.",
+        ),
+    ] = None,
+) -> JSONResponse:
+    """Queue a training job."""
+    job, created = jobs.create(session, principal.owner, job_in, idempotency_key)
+    body = JobPublic.from_row(job).model_dump(mode="json")
+    return JSONResponse(
+        body, status_code=201 if created else 200, headers={"Location": f"/v1/jobs/{job.id}"}
+    )
+
+
+@router.get("", response_model=JobsPublic, responses=error_responses(401, 422))
+def list_jobs(
+    principal: PrincipalDep,
+    session: SessionDep,
+    status: JobStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: str | None = None,
+) -> JobsPublic:
+    """This key's jobs, newest first; pass ``next_cursor`` back for the next page."""
+    rows, next_cursor = jobs.list_(session, principal.owner, status, limit, cursor)
+    return JobsPublic(data=[JobPublic.from_row(j) for j in rows], next_cursor=next_cursor)
+
+
+@router.get("/{job_id}", response_model=JobPublic, responses=error_responses(401, 404))
+def get_job(job_id: str, principal: PrincipalDep, session: SessionDep) -> JobPublic:
+    return JobPublic.from_row(jobs.get(session, principal.owner, job_id))
+
+
+@router.post(
+    "/{job_id}/cancel",
+    status_code=202,
+    response_model=JobPublic,
+    responses=error_responses(401, 404, 409),
+)
+def cancel_job(job_id: str, principal: PrincipalDep, session: SessionDep) -> JobPublic:
+    """Stop a job: the worker writes a final checkpoint and the job ends ``canceled``."""
+    return JobPublic.from_row(jobs.cancel(session, principal.owner, job_id))
+
+
+@router.post(
+    "/{job_id}/resume",
+    status_code=202,
+    response_model=JobPublic,
+    responses=error_responses(401, 404, 409),
+)
+def resume_job(job_id: str, principal: PrincipalDep, session: SessionDep) -> JobPublic:
+    """Continue a failed or canceled job from its latest good checkpoint (same id)."""
+    return JobPublic.from_row(jobs.resume(session, principal.owner, job_id))
+
+
+@router.delete(
+    "/{job_id}", status_code=204, response_class=Response, responses=error_responses(401, 404, 409)
+)
+def delete_job(job_id: str, principal: PrincipalDep, session: SessionDep) -> Response:
+    """Remove a finished job's rows and files."""
+    jobs.delete_(session, principal.owner, job_id)
+    return Response(status_code=204)

@@ -1,0 +1,292 @@
+"""What a job produces: metrics, the event stream, checkpoints, samples, training grids."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import FileResponse
+from sqlalchemy import select
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.concurrency import run_in_threadpool
+
+from app import events, jobs
+from app.auth import PrincipalDep, SessionDep
+from app.config import get_settings
+from app.db import session_scope
+from app.errors import ApiError, invalid
+from app.schemas import (
+    CheckpointPublic,
+    CheckpointsPublic,
+    MetricPoint,
+    MetricsPublic,
+    TrainingSamplePublic,
+    TrainingSamplesPublic,
+    error_responses,
+)
+from app.tables import FINISHED_STATUSES, Job
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1/jobs", tags=["outputs"])
+
+
+@router.get("/{job_id}/metrics", response_model=MetricsPublic, responses=error_responses(401, 404))
+def job_metrics(
+    job_id: str,
+    principal: PrincipalDep,
+    session: SessionDep,
+    names: Annotated[
+        str | None, Query(description="Comma-separated names, e.g. loss_d,loss_g.")
+    ] = None,
+    after_step: Annotated[int | None, Query(ge=0)] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000, description="Most steps returned.")] = 1000,
+    every: Annotated[
+        int | None, Query(ge=1, description="Keep only steps divisible by this (downsampling).")
+    ] = None,
+) -> MetricsPublic:
+    """Metric points in step order; page with ``after_step=next_after_step``."""
+    job = jobs.get(session, principal.owner, job_id)
+    wanted = [n.strip() for n in names.split(",") if n.strip()] if names else None
+    rows, next_after = jobs.metrics(session, job.id, wanted, after_step, limit, every)
+    return MetricsPublic(
+        data=[MetricPoint(step=r.step, name=r.name, value=r.value, time=r.time) for r in rows],
+        next_after_step=next_after,
+    )
+
+
+@router.get(
+    "/{job_id}/events",
+    response_class=EventSourceResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "Server-Sent Events: status, progress, metrics, sample, checkpoint, "
+            "done. Each event's id can be sent back as Last-Event-ID to resume.",
+        },
+        **error_responses(401, 404, 422),
+    },
+)
+async def job_events(
+    job_id: str,
+    request: Request,
+    principal: PrincipalDep,
+    session: SessionDep,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    after: Annotated[
+        int | None, Query(ge=0, description="Like Last-Event-ID, for clients that cannot set it.")
+    ] = None,
+) -> EventSourceResponse:
+    """Follow a job live; the stream ends after the ``done`` event."""
+    await run_in_threadpool(jobs.get, session, principal.owner, job_id)
+    await run_in_threadpool(session.close)  # no pooled connection held by a long stream
+    start = after or 0
+    if last_event_id:
+        try:
+            start = int(last_event_id)
+        except ValueError:
+            raise invalid("Last-Event-ID", "must be an event id (an integer)") from None
+    return EventSourceResponse(_follow(request, job_id, start), ping=15)
+
+
+def _poll(job_id: str, after_id: int) -> tuple[list[tuple[int, str, str]], str | None]:
+    with session_scope() as session:
+        rows = events.after(session, job_id, after_id)
+        status = session.scalar(select(Job.status).where(Job.id == job_id))
+        return [(e.id, e.type, json.dumps(e.data)) for e in rows], status
+
+
+async def _follow(request: Request, job_id: str, after_id: int) -> AsyncIterator[ServerSentEvent]:
+    interval = get_settings().sse_poll_interval_s
+    while True:
+        rows, status = await run_in_threadpool(_poll, job_id, after_id)
+        for event_id, type_, data in rows:
+            yield ServerSentEvent(data=data, event=type_, id=str(event_id))
+            after_id = event_id
+            if type_ == "done":
+                return
+        if not rows and (status is None or status in FINISHED_STATUSES):
+            return  # deleted, or finished and its done event was delivered before
+        if await request.is_disconnected():
+            return
+        if not rows:
+            await asyncio.sleep(interval)
+
+
+@router.get(
+    "/{job_id}/checkpoints", response_model=CheckpointsPublic, responses=error_responses(401, 404)
+)
+def list_checkpoints(
+    job_id: str, principal: PrincipalDep, session: SessionDep
+) -> CheckpointsPublic:
+    job = jobs.get(session, principal.owner, job_id)
+    return CheckpointsPublic(
+        data=[
+            CheckpointPublic(
+                step=c.step, size_bytes=c.size_bytes, sha256=c.sha256, created_at=c.created_at
+            )
+            for c in jobs.checkpoints(session, job.id)
+        ]
+    )
+
+
+@router.get(
+    "/{job_id}/checkpoints/{step}",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"application/octet-stream": {}}, "description": "The checkpoint file"},
+        **error_responses(401, 404, 409),
+    },
+)
+def download_checkpoint(
+    job_id: str, step: str, principal: PrincipalDep, session: SessionDep
+) -> FileResponse:
+    """The checkpoint file at ``step`` (or ``latest``); its sha256 is in the X-Checksum-Sha256
+    header and in the checkpoint list."""
+    job = jobs.get(session, principal.owner, job_id)
+    row = jobs.checkpoint(session, job.id, step)
+    path = jobs.data_path(row.path)
+    if not path.is_file():
+        raise ApiError(404, "not_found", f"checkpoint {row.step} of job {job_id} was removed")
+    return FileResponse(
+        path,
+        media_type="application/octet-stream",
+        filename=f"{job.id}-step_{row.step:08d}.pt",
+        headers={"X-Checksum-Sha256": row.sha256, "X-Checkpoint-Step": str(row.step)},
+    )
+
+
+@router.get(
+    "/{job_id}/samples",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {
+                "image/png": {},
+                "application/zip": {},
+                "application/octet-stream": {},
+            },
+            "description": "grid/png: a PNG; zip: one PNG per image; npy: uint8 N×H×W×C.",
+        },
+        **error_responses(401, 404, 409, 413, 422),
+    },
+)
+def job_samples(
+    job_id: str,
+    request: Request,
+    principal: PrincipalDep,
+    session: SessionDep,
+    n: Annotated[int, Query(ge=1, description="Images to generate (capped by the server).")] = 64,
+    seed: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
+    labels: Annotated[
+        str | None, Query(description="Comma-separated class labels: n of them, or one for all.")
+    ] = None,
+    checkpoint: Annotated[str, Query(description="A step, or 'latest'.")] = "latest",
+    fmt: Annotated[
+        Literal["grid", "png", "zip", "npy"],
+        Query(alias="format", description="grid (one PNG), png (n=1), zip (PNGs) or npy."),
+    ] = "grid",
+    ema: bool = True,
+) -> Response:
+    """Generate images now from a checkpoint; the same inputs give byte-identical output."""
+    from app import generation  # torch is loaded on the first request that needs it
+
+    settings = get_settings()
+    job = jobs.get(session, principal.owner, job_id)
+    cap = settings.max_samples_per_request
+    if n > cap:
+        raise ApiError(
+            413,
+            "too_many_samples",
+            f"n: {n} images exceed the cap of {cap} per request (SNGAN_MAX_SAMPLES_PER_REQUEST)",
+            details={"field": "n", "limit": cap},
+        )
+    if fmt == "png" and n != 1:
+        raise invalid("n", "format=png returns a single image; send n=1 (or format=grid/zip)")
+    wanted = _parse_labels(labels, n)
+    row = jobs.checkpoint(session, job.id, checkpoint)
+    session.close()  # the generator may take a while; hold no connection meanwhile
+    path = jobs.data_path(row.path)
+    if not path.is_file():
+        raise ApiError(409, "checkpoint_removed", f"checkpoint {row.step} was removed; retry")
+    started = time.perf_counter()
+    try:
+        images = generation.generate(path, row.sha256, n, seed, wanted, ema)
+    except generation.UnusableCheckpoint as e:
+        log.error("job %s: checkpoint %d unusable: %s", job.id, row.step, e)
+        raise ApiError(
+            409, "checkpoint_corrupt", f"checkpoint {row.step} is unusable: {e}"
+        ) from None
+    except ValueError as e:
+        raise invalid("labels", str(e).removeprefix("labels: ")) from None
+    body = generation.encode(images, fmt)
+    telemetry = request.app.state.telemetry
+    telemetry.generation_batch.observe(n)
+    telemetry.generation_seconds.observe(time.perf_counter() - started)
+    suffix = {"grid": "png", "png": "png", "zip": "zip", "npy": "npy"}[fmt]
+    return Response(
+        body,
+        media_type=generation.MEDIA_TYPES[fmt],
+        headers={
+            "X-Checkpoint-Step": str(row.step),
+            "Content-Disposition": f'inline; filename="{job.id}-{row.step}-{seed}.{suffix}"',
+        },
+    )
+
+
+def _parse_labels(labels: str | None, n: int) -> list[int] | None:
+    if labels is None or not labels.strip():
+        return None
+    try:
+        values = [int(v) for v in labels.split(",")]
+    except ValueError:
+        raise invalid("labels", "must be comma-separated integers, e.g. 3,3,7") from None
+    if len(values) == 1:
+        values = values * n
+    if len(values) != n:
+        raise invalid("labels", f"has {len(values)} entries; send n={n} labels or a single one")
+    return values
+
+
+@router.get(
+    "/{job_id}/training-samples",
+    response_model=TrainingSamplesPublic,
+    responses=error_responses(401, 404),
+)
+def list_training_samples(
+    job_id: str, principal: PrincipalDep, session: SessionDep
+) -> TrainingSamplesPublic:
+    """The fixed-noise grids saved during training."""
+    job = jobs.get(session, principal.owner, job_id)
+    return TrainingSamplesPublic(
+        data=[
+            TrainingSamplePublic(
+                step=s.step,
+                url=f"/v1/jobs/{job.id}/training-samples/{s.step}",
+                created_at=s.created_at,
+            )
+            for s in jobs.training_samples(session, job.id)
+        ]
+    )
+
+
+@router.get(
+    "/{job_id}/training-samples/{step}",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/png": {}}}, **error_responses(401, 404)},
+)
+def training_sample(
+    job_id: str, step: int, principal: PrincipalDep, session: SessionDep
+) -> FileResponse:
+    """The fixed-noise grid saved at ``step`` during training."""
+    job = jobs.get(session, principal.owner, job_id)
+    row = jobs.training_sample(session, job.id, step)
+    path = jobs.data_path(row.path)
+    if not path.is_file():
+        raise ApiError(404, "not_found", f"the grid of step {step} was removed")
+    return FileResponse(path, media_type="image/png")

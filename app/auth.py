@@ -1,0 +1,100 @@
+"""API keys: issued once in plain text, stored as sha256, compared in constant time.
+
+A key reads ``sngan_<id>_<secret>``. The id finds the row; the sha256 of the whole key is
+compared with ``hmac.compare_digest``. Keys are never logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from app.config import get_settings
+from app.db import get_session
+from app.errors import ApiError
+from app.tables import ApiKey, utcnow
+
+log = logging.getLogger(__name__)
+
+LOCAL_OWNER = "local"
+_PREFIX = "sngan"
+# compared against when the key id is unknown, so both paths cost one digest comparison
+_DUMMY_HASH = hashlib.sha256(b"no such key").hexdigest()
+
+
+@dataclass(frozen=True)
+class Principal:
+    owner: str
+    key_id: str | None  # None when auth is off
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create_api_key(session: Session, owner: str) -> str:
+    """Store a new key for `owner` (committed) and return it in plain text, the only time."""
+    if not owner or len(owner) > 128:
+        raise ValueError("owner must be 1 to 128 characters")
+    key_id = secrets.token_hex(8)
+    key = f"{_PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
+    session.add(ApiKey(id=key_id, owner=owner, key_hash=hash_key(key), created_at=utcnow()))
+    session.commit()
+    log.info("created API key id=%s for owner %s", key_id, owner)
+    return key
+
+
+def revoke_api_key(session: Session, key_id: str) -> bool:
+    row = session.get(ApiKey, key_id)
+    if row is None or row.revoked_at is not None:
+        return False
+    row.revoked_at = utcnow()
+    session.commit()
+    return True
+
+
+def verify_api_key(session: Session, key: str) -> Principal | None:
+    parts = key.split("_", 2)
+    key_id = parts[1] if len(parts) == 3 and parts[0] == _PREFIX else ""
+    row = session.get(ApiKey, key_id) if key_id else None
+    stored = row.key_hash if row is not None else _DUMMY_HASH
+    matches = hmac.compare_digest(stored, hash_key(key))
+    if row is None or not matches or row.revoked_at is not None:
+        return None
+    return Principal(owner=row.owner, key_id=row.id)
+
+
+_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`.")
+
+
+def current_principal(
+    request: Request,
+    session: Annotated[Session, Depends(get_session)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """The FastAPI dependency: who is calling (401 without a valid key)."""
+    if get_settings().auth == "off":
+        return Principal(owner=LOCAL_OWNER, key_id=None)
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise _unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+    principal = verify_api_key(session, credentials.credentials)
+    if principal is None:
+        raise _unauthorized("invalid or revoked API key")
+    request.state.owner = principal.owner
+    return principal
+
+
+def _unauthorized(message: str) -> ApiError:
+    return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
+
+
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
+SessionDep = Annotated[Session, Depends(get_session)]

@@ -1,0 +1,39 @@
+"""The per-job event log behind ``GET /v1/jobs/{id}/events``.
+
+The API and the worker append rows in the same transaction as the change they describe; the
+stream replays rows after ``Last-Event-ID`` and then follows new ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.tables import Event, utcnow
+
+EVENT_TYPES = ("status", "progress", "metrics", "sample", "checkpoint", "done")
+
+
+def append(session: Session, job_id: str, type_: str, data: dict[str, Any]) -> None:
+    """Add an event to the session; it is written by the caller's commit."""
+    assert type_ in EVENT_TYPES, type_
+    session.add(Event(job_id=job_id, type=type_, data=data, created_at=utcnow()))
+
+
+def status_events(session: Session, job_id: str, status: str, error: dict[str, Any] | None) -> None:
+    """A ``status`` event, followed by ``done`` when the status is final."""
+    append(session, job_id, "status", {"status": status, "error": error})
+    if status in ("succeeded", "failed", "canceled"):
+        append(session, job_id, "done", {"status": status, "error": error})
+
+
+def after(session: Session, job_id: str, after_id: int, limit: int = 500) -> list[Event]:
+    rows = session.scalars(
+        select(Event)
+        .where(Event.job_id == job_id, Event.id > after_id)
+        .order_by(Event.id)
+        .limit(limit)
+    )
+    return list(rows)

@@ -1,0 +1,382 @@
+"""What the job routes do: create (idempotently), list, read, cancel, resume, delete.
+
+Routes stay thin; every state change here is a conditional UPDATE on the job row (the source of
+truth), so it cannot race the worker's claim or another request.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import logging
+import shutil
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app import events
+from app.config import Settings, get_settings
+from app.errors import ApiError, invalid, not_found
+from app.queue import enqueue_training
+from app.schemas import JobCreate
+from app.tables import (
+    ACTIVE_STATUSES,
+    FINISHED_STATUSES,
+    Checkpoint,
+    Dataset,
+    Job,
+    Metric,
+    SampleGrid,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+# Where the built-in datasets are looked for, under settings.data_dir (the same candidates as
+# models.data, which the API cannot import without torch).
+BUILTIN_MARKERS = {
+    "cifar10": (["", "cifar-10-batches-py", "cifar10/cifar-10-batches-py"], "data_batch_1"),
+    "stl10": (["", "stl10_binary", "stl10/stl10_binary"], "train_X.bin"),
+}
+
+
+def request_hash(spec: JobCreate) -> str:
+    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def create(
+    session: Session, owner: str, spec: JobCreate, idempotency_key: str | None = None
+) -> tuple[Job, bool]:
+    """Queue a job; returns (job, created). The same Idempotency-Key and body return the
+    existing job, the same key with another body is a 409."""
+    settings = get_settings()
+    digest = request_hash(spec)
+    if idempotency_key is not None:
+        existing = _by_idempotency_key(session, owner, idempotency_key, digest)
+        if existing is not None:
+            return existing, False
+
+    dataset = _check_dataset(session, settings, owner, spec)
+    _check_eval(settings, spec)
+    active = session.scalar(
+        select(func.count())
+        .select_from(Job)
+        .where(Job.owner == owner, Job.status.in_(ACTIVE_STATUSES))
+    )
+    if (active or 0) >= settings.max_concurrent_jobs_per_key:
+        raise ApiError(
+            429,
+            "too_many_jobs",
+            f"this key already has {active} queued or running jobs; the limit is "
+            f"{settings.max_concurrent_jobs_per_key} (SNGAN_MAX_CONCURRENT_JOBS_PER_KEY)",
+        )
+
+    job_id = uuid.uuid4().hex
+    now = utcnow()
+    job = Job(
+        id=job_id,
+        owner=owner,
+        name=spec.name or f"{spec.model.arch}-{spec.dataset.source or 'upload'}-{job_id[:8]}",
+        status="queued",
+        config=spec.model_dump(mode="json"),
+        dataset_id=dataset.id if dataset is not None else None,
+        created_at=now,
+        updated_at=now,
+        total_steps=spec.train.steps,
+        latest_metrics={},
+        idempotency_key=idempotency_key,
+        request_hash=digest,
+    )
+    session.add(job)
+    try:
+        session.flush()  # the job row before its first event (events.job_id references it)
+        events.status_events(session, job_id, "queued", None)
+        session.commit()
+    except IntegrityError:
+        # a concurrent request with the same Idempotency-Key won the insert
+        session.rollback()
+        if idempotency_key is None:
+            raise
+        existing = _by_idempotency_key(session, owner, idempotency_key, digest)
+        if existing is None:
+            raise
+        return existing, False
+    _enqueue(session, job_id)
+    return job, True
+
+
+def _by_idempotency_key(session: Session, owner: str, key: str, digest: str) -> Job | None:
+    job = session.scalar(select(Job).where(Job.owner == owner, Job.idempotency_key == key))
+    if job is not None and job.request_hash != digest:
+        raise ApiError(
+            409,
+            "idempotency_conflict",
+            "Idempotency-Key was already used with a different request body",
+            details={"job_id": job.id},
+        )
+    return job
+
+
+def _check_dataset(
+    session: Session, settings: Settings, owner: str, spec: JobCreate
+) -> Dataset | None:
+    ref = spec.dataset
+    if ref.id is not None:
+        dataset = session.get(Dataset, ref.id)
+        if dataset is None or dataset.owner != owner:
+            raise invalid("dataset.id", f"no dataset {ref.id!r}", code="dataset_not_found")
+        if spec.model.conditional and dataset.num_classes < 1:
+            raise invalid(
+                "model.conditional",
+                f"dataset {dataset.id} has no labels; upload class folders or 'labels'",
+            )
+        return dataset
+    assert ref.source is not None
+    if ref.source in BUILTIN_MARKERS:
+        candidates, marker = BUILTIN_MARKERS[ref.source]
+        looked = [settings.data_dir / c / marker for c in candidates]
+        if not any(p.exists() for p in looked):
+            raise invalid(
+                "dataset.source",
+                f"{ref.source} files not found; looked for: " + ", ".join(map(str, looked)),
+                code="dataset_unavailable",
+            )
+    return None
+
+
+def _check_eval(settings: Settings, spec: JobCreate) -> None:
+    if spec.eval.every == 0:
+        return
+    weights = settings.inception_weights
+    if weights is None or not Path(weights).is_file():
+        where = f" ({weights} does not exist)" if weights is not None else ""
+        raise invalid(
+            "eval.every",
+            "evaluation needs the Inception weights: set SNGAN_INCEPTION_WEIGHTS to the local "
+            f"file{where}, or send eval.every = 0",
+            code="eval_unavailable",
+        )
+
+
+def _enqueue(session: Session, job_id: str) -> None:
+    if enqueue_training(job_id):
+        session.execute(
+            update(Job).where(Job.id == job_id, Job.status == "queued").values(enqueued_at=utcnow())
+        )
+        session.commit()
+
+
+def get(session: Session, owner: str, job_id: str) -> Job:
+    """The job, or a 404 (also for another owner's job, so ids cannot be probed)."""
+    job = session.get(Job, job_id)
+    if job is None or job.owner != owner:
+        raise not_found("job", job_id)
+    return job
+
+
+def encode_cursor(job: Job) -> str:
+    raw = f"{job.created_at.isoformat()}|{job.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at, job_id = raw.split("|", 1)
+        return datetime.fromisoformat(at), job_id
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise invalid("cursor", "malformed cursor; pass next_cursor back unchanged") from None
+
+
+def list_(
+    session: Session, owner: str, status: str | None, limit: int, cursor: str | None
+) -> tuple[list[Job], str | None]:
+    """A page of jobs, newest first, and the cursor of the next page."""
+    query = select(Job).where(Job.owner == owner)
+    if status is not None:
+        query = query.where(Job.status == status)
+    if cursor is not None:
+        at, job_id = decode_cursor(cursor)
+        query = query.where(or_(Job.created_at < at, (Job.created_at == at) & (Job.id < job_id)))
+    rows = list(
+        session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1))
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (encode_cursor(rows[-1]) if more and rows else None)
+
+
+def cancel(session: Session, owner: str, job_id: str) -> Job:
+    """Queued jobs end ``canceled`` at once; running ones become ``canceling`` and the worker
+    writes a final checkpoint before ending them ``canceled``."""
+    for _ in range(5):  # a claim may move the job under us; retry on the new status
+        job = get(session, owner, job_id)
+        if job.status == "canceling":
+            return job
+        if job.status in FINISHED_STATUSES:
+            raise ApiError(409, "job_finished", f"job {job_id} is already {job.status}")
+        now = utcnow()
+        if job.status == "queued":
+            values: dict[str, Any] = {"status": "canceled", "finished_at": now, "updated_at": now}
+        else:
+            values = {"status": "canceling", "updated_at": now}
+        result = session.execute(
+            update(Job).where(Job.id == job_id, Job.status == job.status).values(**values)
+        )
+        if result.rowcount == 1:  # type: ignore[attr-defined]
+            events.status_events(session, job_id, values["status"], None)
+            session.commit()
+            session.refresh(job)
+            return job
+        session.rollback()
+        session.expire_all()
+    raise ApiError(409, "conflict", f"job {job_id} is changing state; try again")
+
+
+def resume(session: Session, owner: str, job_id: str) -> Job:
+    """Queue a failed or canceled job again; it continues from its latest good checkpoint."""
+    job = get(session, owner, job_id)
+    if job.status not in ("failed", "canceled"):
+        raise ApiError(
+            409,
+            "not_resumable",
+            f"job {job_id} is {job.status}; only failed or canceled jobs resume",
+        )
+    if job.config["dataset"].get("id") and job.dataset_id is None:
+        raise ApiError(409, "dataset_deleted", f"the dataset of job {job_id} has been deleted")
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == job.status)
+        .values(
+            status="queued",
+            finished_at=None,
+            error_code=None,
+            error_message=None,
+            lease_owner=None,
+            heartbeat_at=None,
+            enqueued_at=None,
+            updated_at=now,
+        )
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        raise ApiError(409, "conflict", f"job {job_id} is changing state; try again")
+    events.status_events(session, job_id, "queued", None)
+    session.commit()
+    _enqueue(session, job_id)
+    session.refresh(job)
+    return job
+
+
+def delete_(session: Session, owner: str, job_id: str) -> None:
+    """Remove a finished job's rows and files."""
+    settings = get_settings()
+    job = get(session, owner, job_id)
+    if job.status not in FINISHED_STATUSES:
+        raise ApiError(409, "job_active", f"job {job_id} is {job.status}; cancel it first")
+    result = session.execute(delete(Job).where(Job.id == job_id, Job.status.in_(FINISHED_STATUSES)))
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        raise ApiError(409, "conflict", f"job {job_id} is changing state; try again")
+    session.commit()
+    shutil.rmtree(settings.job_dir(job_id), ignore_errors=True)
+
+
+# --- metrics, checkpoints, training grids ---------------------------------------------------
+
+
+def metrics(
+    session: Session,
+    job_id: str,
+    names: list[str] | None,
+    after_step: int | None,
+    limit: int,
+    every: int | None,
+) -> tuple[list[Metric], int | None]:
+    """Points of up to `limit` steps after `after_step`, every `every`-th step when given."""
+    cond = [Metric.job_id == job_id]
+    if names:
+        cond.append(Metric.name.in_(names))
+    if after_step is not None:
+        cond.append(Metric.step > after_step)
+    if every is not None and every > 1:
+        cond.append(Metric.step % every == 0)
+    steps = list(
+        session.scalars(
+            select(Metric.step).where(*cond).distinct().order_by(Metric.step).limit(limit + 1)
+        )
+    )
+    if not steps:
+        return [], None
+    more = len(steps) > limit
+    last = steps[limit - 1] if more else steps[-1]
+    rows = session.scalars(
+        select(Metric)
+        .where(*cond, Metric.step >= steps[0], Metric.step <= last)
+        .order_by(Metric.step, Metric.name)
+    )
+    return list(rows), (last if more else None)
+
+
+def checkpoints(session: Session, job_id: str) -> list[Checkpoint]:
+    return list(
+        session.scalars(
+            select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step)
+        )
+    )
+
+
+def checkpoint(session: Session, job_id: str, step: str) -> Checkpoint:
+    """The checkpoint at `step` (an integer or ``latest``), or 404 / 409."""
+    if step == "latest":
+        row = session.scalar(
+            select(Checkpoint)
+            .where(Checkpoint.job_id == job_id)
+            .order_by(Checkpoint.step.desc())
+            .limit(1)
+        )
+        if row is None:
+            raise ApiError(409, "no_checkpoint", f"job {job_id} has no checkpoint yet")
+        return row
+    try:
+        number = int(step)
+    except ValueError:
+        raise invalid("step", f"expected an integer or 'latest', got {step!r}") from None
+    row = session.get(Checkpoint, (job_id, number))
+    if row is None:
+        raise not_found("checkpoint", f"{number} of job {job_id}")
+    return row
+
+
+def training_samples(session: Session, job_id: str) -> list[SampleGrid]:
+    return list(
+        session.scalars(
+            select(SampleGrid).where(SampleGrid.job_id == job_id).order_by(SampleGrid.step)
+        )
+    )
+
+
+def training_sample(session: Session, job_id: str, step: int) -> SampleGrid:
+    row = session.get(SampleGrid, (job_id, step))
+    if row is None:
+        raise not_found("training sample", f"at step {step} of job {job_id}")
+    return row
+
+
+def data_path(relative: str) -> Path:
+    """A stored path (relative to the data directory) as an absolute path."""
+    return get_settings().data_dir / relative
+
+
+def counts_by_status(session: Session) -> dict[str, int]:
+    rows = session.execute(select(Job.status, func.count()).group_by(Job.status))
+    return {status: int(n) for status, n in rows}

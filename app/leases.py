@@ -1,0 +1,254 @@
+"""Job leases: one worker owns a running job; stale owners are fenced off and reaped.
+
+A claim moves a job ``queued`` -> ``running`` and increments ``lease_token``. Every later write
+by that worker is an UPDATE conditioned on the token it claimed with, so a worker that lost its
+lease (its heartbeat went stale and the reaper re-queued the job, or another worker claimed it)
+finds no row to update and stops with `LeaseLost` instead of overwriting the new owner's state.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Dialect, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
+
+from app import events
+from app.config import Settings
+from app.tables import Job, Metric, utcnow
+
+log = logging.getLogger(__name__)
+
+
+class LeaseLost(Exception):
+    """This worker no longer owns the job; it must stop writing."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    job_id: str
+    token: int
+    owner: str
+
+
+def claim(session: Session, job_id: str, worker: str, lease_timeout_s: float) -> Lease | None:
+    """Take the job if it is queued (or running under a stale lease); None if it is not ours
+    to run: finished, canceled, missing, or leased by a live worker (a duplicate delivery)."""
+    job = session.get(Job, job_id)
+    if job is None:
+        log.warning("job %s does not exist; dropping the message", job_id)
+        return None
+    now = utcnow()
+    stale = job.heartbeat_at is None or job.heartbeat_at < now - timedelta(seconds=lease_timeout_s)
+    if job.status == "canceling" and stale:
+        finish(session, Lease(job_id, job.lease_token, job.lease_owner or ""), "canceled")
+        return None
+    if not (job.status == "queued" or (job.status == "running" and stale)):
+        log.info("job %s is %s (lease %s); not claiming", job_id, job.status, job.lease_owner)
+        return None
+    token = job.lease_token + 1
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == job.status, Job.lease_token == job.lease_token)
+        .values(
+            status="running",
+            lease_owner=worker,
+            lease_token=token,
+            heartbeat_at=now,
+            attempts=Job.attempts + 1,
+            started_at=func.coalesce(Job.started_at, now),
+            updated_at=now,
+        )
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        return None  # another worker claimed it first
+    events.status_events(session, job_id, "running", None)
+    session.commit()
+    return Lease(job_id, token, worker)
+
+
+def _fence(session: Session, lease: Lease, **values: Any) -> str:
+    """UPDATE the leased row (taking its row lock until commit); the job's status, or
+    `LeaseLost` when the token no longer matches."""
+    result = session.execute(
+        update(Job)
+        .where(
+            Job.id == lease.job_id,
+            Job.lease_token == lease.token,
+            Job.status.in_(("running", "canceling")),
+        )
+        .values(heartbeat_at=utcnow(), **values)
+        .returning(Job.status)
+    )
+    status = result.scalar_one_or_none()
+    if status is None:
+        session.rollback()
+        raise LeaseLost(f"job {lease.job_id}: lease {lease.token} of {lease.owner} is gone")
+    return str(status)
+
+
+def heartbeat(session: Session, lease: Lease) -> str:
+    """Renew the lease; returns the job's status (``canceling`` asks the worker to stop)."""
+    status = _fence(session, lease)
+    session.commit()
+    return status
+
+
+def insert_metrics(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """One INSERT of many points; a (job_id, name, step) already stored is left as it is."""
+    if not rows:
+        return
+    dialect: Dialect = session.get_bind().dialect
+    insert: Any = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
+    session.execute(insert(Metric).values(list(rows)).on_conflict_do_nothing())
+
+
+@dataclass
+class ProgressUpdate:
+    step: int
+    steps_per_s: float | None
+    eta_s: float | None
+    latest_metrics: dict[str, float]
+    metric_rows: list[dict[str, Any]] = field(default_factory=list)
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+
+def write_progress(session: Session, lease: Lease, update_: ProgressUpdate) -> str:
+    """Progress, a batch of metric points and events in one fenced transaction."""
+    status = _fence(
+        session,
+        lease,
+        step=update_.step,
+        steps_per_s=update_.steps_per_s,
+        eta_s=update_.eta_s,
+        latest_metrics=update_.latest_metrics,
+        updated_at=utcnow(),
+    )
+    insert_metrics(session, update_.metric_rows)
+    for type_, data in update_.events:
+        events.append(session, lease.job_id, type_, data)
+    session.commit()
+    return status
+
+
+def fenced(session: Session, lease: Lease, write: Callable[[Session], None]) -> None:
+    """Run `write` in a transaction that holds the lease (checkpoint and grid rows)."""
+    _fence(session, lease)
+    write(session)
+    session.commit()
+
+
+def finish(
+    session: Session,
+    lease: Lease,
+    status: str,
+    error_code: str | None = None,
+    error_message: str | None = None,
+) -> bool:
+    """End the leased run with a final status; False when the lease was lost meanwhile."""
+    now = utcnow()
+    allowed = ("canceling",) if status == "canceled" else ("running", "canceling")
+    result = session.execute(
+        update(Job)
+        .where(Job.id == lease.job_id, Job.lease_token == lease.token, Job.status.in_(allowed))
+        .values(
+            status=status,
+            finished_at=now,
+            updated_at=now,
+            lease_owner=None,
+            heartbeat_at=None,
+            eta_s=0.0 if status == "succeeded" else None,
+            error_code=error_code,
+            error_message=error_message,
+        )
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        return False
+    error = {"code": error_code, "message": error_message} if error_code else None
+    events.status_events(session, lease.job_id, status, error)
+    session.commit()
+    return True
+
+
+@dataclass
+class ReapReport:
+    requeued: list[str] = field(default_factory=list)
+    canceled: list[str] = field(default_factory=list)
+    enqueued: list[str] = field(default_factory=list)
+
+
+def reap(
+    sessions: sessionmaker[Session], settings: Settings, enqueue: Callable[[str], bool]
+) -> ReapReport:
+    """Re-queue running jobs whose heartbeat is older than the lease timeout, end canceling
+    ones whose worker is gone, and enqueue again queued jobs whose message may be lost."""
+    report = ReapReport()
+    now = utcnow()
+    stale = now - timedelta(seconds=settings.lease_timeout_s)
+    with sessions() as session:
+        stale_jobs = session.scalars(
+            select(Job).where(
+                Job.status.in_(("running", "canceling")),
+                or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale),
+            )
+        ).all()
+        for job in stale_jobs:
+            lease = Lease(job.id, job.lease_token, job.lease_owner or "")
+            if job.status == "canceling":
+                if finish(session, lease, "canceled"):
+                    report.canceled.append(job.id)
+                continue
+            result = session.execute(
+                update(Job)
+                .where(
+                    Job.id == job.id, Job.lease_token == job.lease_token, Job.status == "running"
+                )
+                .values(
+                    status="queued",
+                    lease_owner=None,
+                    lease_token=Job.lease_token + 1,  # fences the stale worker off at once
+                    heartbeat_at=None,
+                    enqueued_at=None,
+                    updated_at=now,
+                )
+            )
+            if result.rowcount == 1:  # type: ignore[attr-defined]
+                events.append(
+                    session,
+                    job.id,
+                    "status",
+                    {"status": "queued", "error": None, "reason": "lease expired"},
+                )
+                session.commit()
+                log.warning(
+                    "job %s: heartbeat older than %.0fs; re-queued",
+                    job.id,
+                    settings.lease_timeout_s,
+                )
+                report.requeued.append(job.id)
+            else:
+                session.rollback()
+
+        lost = now - timedelta(seconds=settings.requeue_queued_after_s)
+        queued = session.scalars(
+            select(Job.id).where(
+                Job.status == "queued", or_(Job.enqueued_at.is_(None), Job.enqueued_at < lost)
+            )
+        ).all()
+        for job_id in queued:
+            if enqueue(job_id):
+                session.execute(
+                    update(Job)
+                    .where(Job.id == job_id, Job.status == "queued")
+                    .values(enqueued_at=utcnow())
+                )
+                session.commit()
+                report.enqueued.append(job_id)
+    return report

@@ -1,0 +1,93 @@
+"""The FastAPI application factory: ``uvicorn app.main:create_app --factory``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from app import queue
+from app.api import datasets, jobs, ops, outputs
+from app.config import get_settings
+from app.db import migrate, session_factory
+from app.errors import install_error_handlers
+from app.jobs import counts_by_status
+from app.leases import reap
+from app.observability import RequestMetricsMiddleware, Telemetry
+
+log = logging.getLogger(__name__)
+
+
+def configure_logging(level: str) -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("app").setLevel(level.upper())
+
+
+def _job_counts() -> dict[str, int]:
+    with session_factory()() as session:
+        return counts_by_status(session)
+
+
+def reap_once() -> None:
+    report = reap(session_factory(), get_settings(), queue.enqueue_training)
+    if report.requeued or report.canceled or report.enqueued:
+        log.info(
+            "reaper: re-queued %s, canceled %s, enqueued %s",
+            report.requeued,
+            report.canceled,
+            report.enqueued,
+        )
+
+
+async def _reaper_loop(interval: float) -> None:
+    while True:
+        try:
+            await run_in_threadpool(reap_once)
+        except Exception:  # the database may be down for a while; try again next round
+            log.exception("reaper round failed")
+        await asyncio.sleep(interval)
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings = get_settings()
+    if settings.auth == "off":
+        log.warning(
+            "SNGAN_AUTH=off: authentication is disabled, every request acts as owner 'local'"
+        )
+    settings.datasets_dir.mkdir(parents=True, exist_ok=True)
+    settings.jobs_dir.mkdir(parents=True, exist_ok=True)
+    queue.ensure_broker_dirs(settings)
+    if settings.migrate_on_startup:
+        await run_in_threadpool(migrate)
+    reaper = asyncio.create_task(_reaper_loop(settings.reaper_interval_s))
+    try:
+        yield
+    finally:
+        reaper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reaper
+
+
+def create_app() -> FastAPI:
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    app = FastAPI(
+        title="sngan-service",
+        version="1",
+        summary="Train Spectral-Normalization GANs as jobs and serve the images they generate.",
+        lifespan=lifespan,
+    )
+    telemetry = Telemetry(counts=_job_counts, depth=queue.queue_depth)
+    app.state.telemetry = telemetry
+    install_error_handlers(app)
+    app.add_middleware(RequestMetricsMiddleware, telemetry=telemetry)
+    for module in (datasets, jobs, outputs, ops):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,282 @@
+"""Request and response schemas (pydantic v2), in layers: ``*Create`` in, ``*Public`` out.
+
+Upper bounds come from the settings (``SNGAN_MAX_*``) and are read when a request is validated,
+so each violation is a 422 whose message names the field and the limit.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from app.config import get_settings
+
+Arch = Literal["cnn32", "resnet32", "cnn48", "resnet48"]
+ARCH_RESOLUTION = {"cnn32": 32, "resnet32": 32, "cnn48": 48, "resnet48": 48}
+BuiltinSource = Literal["cifar10", "stl10", "synthetic"]
+JobStatus = Literal["queued", "running", "succeeded", "failed", "canceling", "canceled"]
+
+
+def at_most(setting: str) -> AfterValidator:
+    """Bound a value by ``settings.<setting>``; the message names the limit and its variable."""
+
+    def check(value: Any) -> Any:
+        limit = getattr(get_settings(), setting)
+        size = len(value) if isinstance(value, str | list) else value
+        if size is not None and size > limit:
+            raise PydanticCustomError(
+                "too_large",
+                "must be at most {limit} (server limit SNGAN_{env})",
+                {"limit": limit, "env": setting.upper()},
+            )
+        return value
+
+    return AfterValidator(check)
+
+
+def _strict(title: str) -> ConfigDict:
+    return ConfigDict(extra="forbid", title=title)
+
+
+# --- jobs: input ---------------------------------------------------------------------------
+
+
+class DatasetRef(BaseModel):
+    """Either an uploaded dataset (``id``) or a built-in ``source``."""
+
+    model_config = _strict("DatasetRef")
+
+    id: str | None = Field(default=None, max_length=64, description="An uploaded dataset's id.")
+    source: BuiltinSource | None = Field(default=None, description="A built-in dataset.")
+    num_images: Annotated[int, Field(ge=1), at_most("max_dataset_images")] | None = Field(
+        default=None, description="Size of the `synthetic` dataset (default 10000)."
+    )
+
+    @model_validator(mode="after")
+    def _one_of(self) -> DatasetRef:
+        if (self.id is None) == (self.source is None):
+            raise PydanticCustomError(
+                "dataset_ref", "give exactly one of 'id' (an uploaded dataset) or 'source'"
+            )
+        if self.num_images is not None and self.source != "synthetic":
+            raise PydanticCustomError("dataset_ref", "'num_images' applies to 'synthetic' only")
+        return self
+
+
+class ModelSpec(BaseModel):
+    model_config = _strict("ModelSpec")
+
+    arch: Arch = "resnet32"
+    z_dim: Annotated[int, Field(ge=1), at_most("max_z_dim")] = 128
+    g_ch: Annotated[int, Field(ge=1), at_most("max_channels")] | None = None
+    d_ch: Annotated[int, Field(ge=1), at_most("max_channels")] | None = None
+    conditional: bool = False
+
+
+class TrainSpec(BaseModel):
+    model_config = _strict("TrainSpec")
+
+    steps: Annotated[int, Field(ge=1), at_most("max_steps")] = 50_000
+    batch_size: Annotated[int, Field(ge=1), at_most("max_batch_size")] = 64
+    n_dis: Annotated[int, Field(ge=1), at_most("max_n_dis")] = 5
+    loss: Literal["hinge", "ns"] = "hinge"
+    lr_g: float = Field(default=2e-4, gt=0, le=1)
+    lr_d: float = Field(default=2e-4, gt=0, le=1)
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (
+        0.0,
+        0.9,
+    )
+    lr_decay: Literal["linear", "none"] = "linear"
+    ema_decay: float | None = Field(default=None, gt=0, lt=1)
+    seed: int = Field(default=0, ge=0, le=2**63 - 1)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+
+
+class EvalSpec(BaseModel):
+    model_config = _strict("EvalSpec")
+
+    every: int = Field(default=0, ge=0, description="Evaluate every N steps; 0 turns it off.")
+    num_samples: Annotated[int, Field(ge=1), at_most("max_eval_samples")] = 10_000
+    metrics: list[Literal["is", "fid", "kid"]] = Field(default_factory=lambda: ["is", "fid"])
+
+
+class JobCreate(BaseModel):
+    """The body of ``POST /v1/jobs``; defaults are the SN-GAN paper's."""
+
+    model_config = _strict("JobCreate")
+
+    name: str | None = Field(default=None, min_length=1, max_length=128)
+    dataset: DatasetRef
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    eval: EvalSpec = Field(default_factory=EvalSpec)
+    checkpoint_every: int = Field(default=1000, ge=1)
+    sample_every: int = Field(default=500, ge=0, description="0 turns training grids off.")
+
+
+# --- jobs: output --------------------------------------------------------------------------
+
+
+class Progress(BaseModel):
+    step: int
+    total_steps: int
+    fraction: float
+    steps_per_s: float | None
+    eta_s: float | None
+
+
+class JobErrorPublic(BaseModel):
+    code: str
+    message: str
+
+
+class JobLinks(BaseModel):
+    self: str
+    metrics: str
+    events: str
+    samples: str
+    checkpoints: str
+
+
+class JobPublic(BaseModel):
+    id: str
+    name: str
+    status: JobStatus
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    config: dict[str, Any]
+    progress: Progress
+    latest_metrics: dict[str, float]
+    error: JobErrorPublic | None
+    attempts: int
+    links: JobLinks
+
+    @classmethod
+    def from_row(cls, job: Any) -> JobPublic:
+        base = f"/v1/jobs/{job.id}"
+        total = job.total_steps
+        return cls(
+            id=job.id,
+            name=job.name,
+            status=job.status,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            config=job.config,
+            progress=Progress(
+                step=job.step,
+                total_steps=total,
+                fraction=round(job.step / total, 6) if total else 0.0,
+                steps_per_s=job.steps_per_s,
+                eta_s=job.eta_s,
+            ),
+            latest_metrics=job.latest_metrics or {},
+            error=(
+                JobErrorPublic(code=job.error_code, message=job.error_message or "")
+                if job.error_code
+                else None
+            ),
+            attempts=job.attempts,
+            links=JobLinks(
+                self=base,
+                metrics=f"{base}/metrics",
+                events=f"{base}/events",
+                samples=f"{base}/samples",
+                checkpoints=f"{base}/checkpoints",
+            ),
+        )
+
+
+class JobsPublic(BaseModel):
+    data: list[JobPublic]
+    next_cursor: str | None
+
+
+# --- datasets ------------------------------------------------------------------------------
+
+
+class DatasetPublic(BaseModel):
+    id: str
+    filename: str
+    format: Literal["npz", "zip"]
+    num_images: int
+    image_size: tuple[int, int]
+    channels: int
+    num_classes: int
+    size_bytes: int
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, ds: Any) -> DatasetPublic:
+        return cls(
+            id=ds.id,
+            filename=ds.filename,
+            format=ds.format,
+            num_images=ds.num_images,
+            image_size=(ds.height, ds.width),
+            channels=ds.channels,
+            num_classes=ds.num_classes,
+            size_bytes=ds.size_bytes,
+            created_at=ds.created_at,
+        )
+
+
+class DatasetsPublic(BaseModel):
+    data: list[DatasetPublic]
+
+
+# --- metrics, checkpoints, samples ---------------------------------------------------------
+
+
+class MetricPoint(BaseModel):
+    step: int
+    name: str
+    value: float
+    time: datetime
+
+
+class MetricsPublic(BaseModel):
+    data: list[MetricPoint]
+    next_after_step: int | None
+
+
+class CheckpointPublic(BaseModel):
+    step: int
+    size_bytes: int
+    sha256: str
+    created_at: datetime
+
+
+class CheckpointsPublic(BaseModel):
+    data: list[CheckpointPublic]
+
+
+class TrainingSamplePublic(BaseModel):
+    step: int
+    url: str
+    created_at: datetime
+
+
+class TrainingSamplesPublic(BaseModel):
+    data: list[TrainingSamplePublic]
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorBody(BaseModel):
+    """Every non-2xx answer."""
+
+    error: ErrorDetail
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` for routes: each status documented with the error body."""
+    return {s: {"model": ErrorBody} for s in statuses}
