@@ -252,7 +252,10 @@ def keys_create(
 
     db.migrate()
     with db.session_scope() as session:
-        key = auth.create_api_key(session, owner)
+        try:
+            key = auth.create_api_key(session, owner)
+        except ValueError as exc:
+            fail(str(exc))
     err.print(f"created an API key for owner '{owner}' (store it now: it is shown only once)")
     out.print(key)
 
