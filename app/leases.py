@@ -9,6 +9,8 @@ finds no row to update and stops with `LeaseLost` instead of overwriting the new
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -34,6 +36,11 @@ class Lease:
     job_id: str
     token: int
     owner: str
+
+
+def worker_name() -> str:
+    """This process as a lease owner: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def claim(session: Session, job_id: str, worker: str, lease_timeout_s: float) -> Lease | None:
@@ -100,13 +107,16 @@ def heartbeat(session: Session, lease: Lease) -> str:
     return status
 
 
+_INSERT_CHUNK = 1000  # rows per statement, under every backend's bound-parameter limit
+
+
 def insert_metrics(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """One INSERT of many points; a (job_id, name, step) already stored is left as it is."""
-    if not rows:
-        return
     dialect: Dialect = session.get_bind().dialect
     insert: Any = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
-    session.execute(insert(Metric).values(list(rows)).on_conflict_do_nothing())
+    for start in range(0, len(rows), _INSERT_CHUNK):
+        chunk = list(rows[start : start + _INSERT_CHUNK])
+        session.execute(insert(Metric).values(chunk).on_conflict_do_nothing())
 
 
 @dataclass
@@ -119,8 +129,11 @@ class ProgressUpdate:
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
-def write_progress(session: Session, lease: Lease, update_: ProgressUpdate) -> str:
-    """Progress, a batch of metric points and events in one fenced transaction."""
+def write_progress(
+    session: Session, lease: Lease, update_: ProgressUpdate, commit: bool = True
+) -> str:
+    """Progress, a batch of metric points and events in one fenced transaction (left open
+    for the caller to add to when `commit` is false)."""
     status = _fence(
         session,
         lease,
@@ -133,7 +146,8 @@ def write_progress(session: Session, lease: Lease, update_: ProgressUpdate) -> s
     insert_metrics(session, update_.metric_rows)
     for type_, data in update_.events:
         events.append(session, lease.job_id, type_, data)
-    session.commit()
+    if commit:
+        session.commit()
     return status
 
 

@@ -114,7 +114,7 @@ class JobCreate(BaseModel):
     train: TrainSpec = Field(default_factory=TrainSpec)
     eval: EvalSpec = Field(default_factory=EvalSpec)
     checkpoint_every: int = Field(default=1000, ge=1)
-    sample_every: int = Field(default=500, ge=0, description="0 turns training grids off.")
+    sample_every: int = Field(default=500, ge=1, description="Save a training grid every N steps.")
 
 
 # --- jobs: output --------------------------------------------------------------------------

@@ -1,0 +1,294 @@
+"""Fixtures of the service tests: a real stack per configuration.
+
+``services``: a fresh PostgreSQL database (``sngan_test_<random>``, migrated with Alembic and
+dropped at the end) and Redis under a unique key prefix. ``embedded``: SQLite and the
+filesystem broker in a temp directory. Each stack runs the API under uvicorn and a Celery
+worker, both as real subprocesses. ``SNGAN_TEST_STACKS=services`` (or ``embedded``) picks one;
+both run by default. Without PostgreSQL/Redis the ``services`` tests are skipped, or fail when
+``CI=true``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+POSTGRES_URL = os.environ.get(
+    "SNGAN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URL = os.environ.get("SNGAN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+STACKS = [s.strip() for s in os.environ.get("SNGAN_TEST_STACKS", "services,embedded").split(",")]
+
+# Small limits and fast clocks, so the tests can reach every limit and finish quickly.
+TEST_SETTINGS = {
+    "SNGAN_AUTH": "on",
+    "SNGAN_MIGRATE_ON_STARTUP": "false",
+    "SNGAN_MAX_STEPS": "5000",
+    "SNGAN_MAX_SAMPLES_PER_REQUEST": "16",
+    "SNGAN_MAX_UPLOAD_BYTES": str(2 * 1024 * 1024),
+    "SNGAN_MAX_UNCOMPRESSED_BYTES": str(8 * 1024 * 1024),
+    "SNGAN_MAX_DATASET_IMAGES": "500",
+    "SNGAN_MAX_IMAGE_SIDE": "256",
+    "SNGAN_HEARTBEAT_INTERVAL_S": "0.5",
+    "SNGAN_LEASE_TIMEOUT_S": "15",
+    "SNGAN_METRICS_FLUSH_EVERY_S": "0.2",
+    "SNGAN_REAPER_INTERVAL_S": "1",
+    "SNGAN_REQUEUE_QUEUED_AFTER_S": "30",
+    "SNGAN_SSE_POLL_INTERVAL_S": "0.1",
+    "SNGAN_TRAIN_DEVICE": "cpu",
+    "SNGAN_GENERATION_DEVICE": "cpu",
+    "SNGAN_LOG_LEVEL": "INFO",
+}
+
+
+def services_unreachable(reason: str) -> None:
+    message = (
+        f"{reason}; start the servers with `docker compose up -d postgres redis` "
+        "(or set SNGAN_TEST_POSTGRES_URL / SNGAN_TEST_REDIS_URL)"
+    )
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def _admin_connect():  # type: ignore[no-untyped-def]
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(POSTGRES_URL)
+    return psycopg.connect(
+        host=url.host,
+        port=url.port or 5432,
+        user=url.username,
+        password=url.password,
+        dbname=url.database or "postgres",
+        autocommit=True,
+        connect_timeout=3,
+    )
+
+
+@dataclass
+class Stack:
+    kind: str
+    base_url: str
+    database_url: str
+    data_dir: Path
+    env: dict[str, str]
+    workdir: Path
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def client(self, key: str | None = None, timeout: float = 60) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+
+    def sessions(self):  # type: ignore[no-untyped-def]
+        from app.db import session_factory
+
+        return session_factory(self.database_url)
+
+    def new_key(self, owner: str | None = None) -> str:
+        from app.auth import create_api_key
+
+        with self.sessions()() as session:
+            return create_api_key(session, owner or f"owner-{secrets.token_hex(4)}")
+
+    def settings(self):  # type: ignore[no-untyped-def]
+        """The stack's settings, for code the tests run in this process."""
+        from app.config import Settings
+
+        values = {
+            k[len("SNGAN_") :].lower(): v for k, v in self.env.items() if k.startswith("SNGAN_")
+        }
+        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+    def log_tail(self, name: str, lines: int = 60) -> str:
+        path = self.workdir / f"{name}.log"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def start(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        with (self.workdir / f"{name}.log").open("ab") as log:  # the child keeps its own fd
+            proc = subprocess.Popen(
+                args,
+                cwd=REPO,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # its own process group: pool children stop with it
+            )
+        self.procs[name] = proc
+        return proc
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+
+
+def _base_env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SNGAN_")}
+    env.update(TEST_SETTINGS)
+    env.update(
+        SNGAN_DATA_DIR=str(data_dir),
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
+        PYTHONUNBUFFERED="1",
+        OMP_NUM_THREADS="1",  # two processes share two cores; one torch thread each
+    )
+    return env
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start_processes(stack: Stack) -> None:
+    port = _free_port()
+    stack.base_url = f"http://127.0.0.1:{port}"
+    stack.start(
+        "api",
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "app.main:create_app",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+    )
+    stack.start(
+        "worker",
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker.celery_app:celery",
+            "worker",
+            "-Q",
+            "gpu",
+            "--concurrency",
+            "1",
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-n",
+            f"test-{secrets.token_hex(3)}@%h",
+        ],
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        for name, proc in stack.procs.items():
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited at start:\n{stack.log_tail(name)}")
+        try:
+            api_up = httpx.get(f"{stack.base_url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            api_up = False
+        if api_up and "ready." in stack.log_tail("worker", 200):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"stack did not start:\n{stack.log_tail('api')}\n{stack.log_tail('worker')}"
+            )
+        time.sleep(0.2)
+
+
+@pytest.fixture(
+    scope="session",
+    params=[
+        pytest.param(kind, marks=[pytest.mark.services] if kind == "services" else [])
+        for kind in STACKS
+    ],
+)
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    from app.db import get_engine, migrate
+
+    kind: str = request.param
+    workdir = tmp_path_factory.mktemp(f"stack-{kind}")
+    data_dir = workdir / "data"
+    env = _base_env(data_dir)
+    db_name = None
+    if kind == "services":
+        try:
+            with _admin_connect() as conn:
+                db_name = f"sngan_test_{secrets.token_hex(4)}"
+                conn.execute(f'CREATE DATABASE "{db_name}"')
+        except Exception as e:
+            services_unreachable(f"PostgreSQL at {POSTGRES_URL} is unreachable ({e})")
+        try:
+            import redis
+
+            redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
+        except Exception as e:
+            services_unreachable(f"Redis at {REDIS_URL} is unreachable ({e})")
+        from sqlalchemy.engine import make_url
+
+        database_url = (
+            make_url(POSTGRES_URL).set(database=db_name).render_as_string(hide_password=False)
+        )
+        env.update(
+            SNGAN_DATABASE_URL=database_url,
+            SNGAN_BROKER_URL=REDIS_URL,
+            SNGAN_BROKER_KEY_PREFIX=f"sngan-test-{secrets.token_hex(4)}:",
+        )
+    elif kind == "embedded":
+        database_url = f"sqlite:///{data_dir / 'sngan.db'}"
+    else:
+        raise ValueError(f"unknown stack {kind!r} in SNGAN_TEST_STACKS")
+
+    stack = Stack(kind, "", database_url, data_dir, env, workdir)
+    try:
+        migrate(database_url)
+        _start_processes(stack)
+        yield stack
+    finally:
+        stack.stop()
+        get_engine(database_url).dispose()
+        if db_name is not None:
+            with _admin_connect() as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+            if "SNGAN_BROKER_KEY_PREFIX" in env:
+                import redis
+
+                client = redis.Redis.from_url(REDIS_URL)
+                keys = list(client.scan_iter(match=env["SNGAN_BROKER_KEY_PREFIX"] + "*"))
+                if keys:
+                    client.delete(*keys)
+
+
+@pytest.fixture
+def api(stack: Stack) -> Iterator[httpx.Client]:
+    """A client with a fresh API key (a fresh owner, so tests never see each other's jobs)."""
+    with stack.client(stack.new_key()) as client:
+        yield client

@@ -1,0 +1,158 @@
+"""Helpers of the service tests: datasets made on the fly, tiny job bodies, waiting, and a
+small Server-Sent Events reader."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+import numpy as np
+
+T = TypeVar("T")
+
+# Small enough to train a few dozen steps a second on one CPU core.
+TINY_MODEL = {"arch": "cnn32", "z_dim": 16, "g_ch": 8, "d_ch": 8}
+TINY_TRAIN = {"batch_size": 4, "n_dis": 1}
+METRIC_NAMES = ("loss_d", "loss_g", "d_real", "d_fake", "lr", "steps_per_s")
+FINISHED = ("succeeded", "failed", "canceled")
+
+
+def tiny_job(dataset: dict[str, Any], steps: int = 30, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "dataset": dataset,
+        "model": dict(TINY_MODEL),
+        "train": {**TINY_TRAIN, "steps": steps},
+        "checkpoint_every": 10,
+        "sample_every": 10,
+    }
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(body.get(key), dict):
+            body[key] = {**body[key], **value}
+        else:
+            body[key] = value
+    return body
+
+
+def shapes(
+    n: int, size: int = 32, channels: int = 3, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 (N, size, size, C) images of bright squares on noise, and labels 0..3."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 60, (n, size, size, channels), dtype=np.uint8)
+    labels = rng.integers(0, 4, n)
+    for i, label in enumerate(labels):
+        top, left = rng.integers(0, size // 2, 2)
+        side = size // 4 + int(label) * 2
+        images[i, top : top + side, left : left + side] = 200 + 10 * int(label)
+    return images, labels.astype(np.int64)
+
+
+def npz_bytes(images: np.ndarray, labels: np.ndarray | None = None, **arrays: Any) -> bytes:
+    buf = io.BytesIO()
+    if labels is not None:
+        arrays["labels"] = labels
+    np.savez(buf, images=images, **arrays)
+    return buf.getvalue()
+
+
+def png_bytes(width: int, height: int, mode: str = "RGB", value: int = 128) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    colour: Any = value if mode == "L" else (value,) * len(mode)
+    Image.new(mode, (width, height), colour).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def zip_bytes(entries: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def upload(client: httpx.Client, filename: str, data: bytes) -> httpx.Response:
+    return client.post("/v1/datasets", files={"file": (filename, data)})
+
+
+def wait_for(probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def wait_for_status(
+    client: httpx.Client, job_id: str, statuses: tuple[str, ...] | str, timeout: float = 120
+) -> dict[str, Any]:
+    wanted = (statuses,) if isinstance(statuses, str) else statuses
+    last: dict[str, Any] = {}
+
+    def probe() -> dict[str, Any] | None:
+        nonlocal last
+        response = client.get(f"/v1/jobs/{job_id}")
+        assert response.status_code == 200, response.text
+        last = response.json()
+        if last["status"] in FINISHED and last["status"] not in wanted:
+            raise AssertionError(f"job ended {last['status']}, wanted {wanted}: {last['error']}")
+        return last if last["status"] in wanted else None
+
+    try:
+        return wait_for(probe, timeout, f"job {job_id} to be {wanted}")
+    except AssertionError as e:
+        raise AssertionError(f"{e}; last seen: {json.dumps(last)[:2000]}") from None
+
+
+@dataclass
+class SSEEvent:
+    id: int | None
+    event: str
+    data: Any
+
+
+def read_events(
+    client: httpx.Client,
+    job_id: str,
+    last_event_id: int | None = None,
+    timeout: float = 120,
+) -> list[SSEEvent]:
+    """Every event of the job's stream until the server ends it (after ``done``)."""
+    headers = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {}
+    found: list[SSEEvent] = []
+    fields: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
+    with client.stream(
+        "GET", f"/v1/jobs/{job_id}/events", headers=headers, timeout=timeout
+    ) as response:
+        assert response.status_code == 200, response.read()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"event stream still open after {timeout}s")
+            if line.startswith(":"):
+                continue  # a keep-alive comment
+            if not line:
+                if "data" in fields:
+                    found.append(
+                        SSEEvent(
+                            int(fields["id"]) if "id" in fields else None,
+                            fields.get("event", "message"),
+                            json.loads(fields["data"]),
+                        )
+                    )
+                fields = {}
+                continue
+            name, _, value = line.partition(":")
+            fields[name] = value[1:] if value.startswith(" ") else value
+    return found

@@ -1,0 +1,250 @@
+"""Running one training job: claim its lease, build its config, train, record the outcome.
+
+Imported only inside the task (in the pool's child process), so the worker's parent process
+never loads torch or touches CUDA.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from app import leases
+from app.config import Settings, get_settings
+from app.db import session_factory
+from app.leases import Lease, LeaseLost, worker_name
+from app.tables import Checkpoint, Dataset, Job, Metric, SampleGrid, utcnow
+from models import (
+    ARCHS,
+    CheckpointError,
+    DatasetError,
+    DataSpec,
+    DivergedError,
+    EvaluationUnavailable,
+    ImageDataset,
+    RunConfig,
+    Trainer,
+    list_checkpoints,
+    load_dataset,
+    verify_checkpoint,
+)
+from worker.sinks import DatabaseSinks, Heartbeat
+
+log = logging.getLogger(__name__)
+
+SYNTHETIC_DEFAULT_IMAGES = 10_000
+
+
+@dataclass(frozen=True)
+class StoredDataset:
+    path: Path
+    format: str
+
+
+def claim_job(job_id: str, settings: Settings | None = None) -> Lease | None:
+    """Take the job's lease; None when it is not ours to run (a duplicate delivery, or a job
+    canceled or finished meanwhile)."""
+    settings = settings or get_settings()
+    with session_factory()() as session:
+        lease = leases.claim(session, job_id, worker_name(), settings.lease_timeout_s)
+    if lease is not None:
+        log.info("job %s: claimed (lease %d) by %s", job_id, lease.token, lease.owner)
+    return lease
+
+
+def run_job(job_id: str, settings: Settings | None = None) -> None:
+    """Claim job `job_id` and train it to the end (or until canceled)."""
+    settings = settings or get_settings()
+    lease = claim_job(job_id, settings)
+    if lease is not None:
+        run_claimed(lease, settings)
+
+
+def run_claimed(lease: Lease, settings: Settings | None = None) -> None:
+    """Train a job whose lease this worker holds, and record how it ended."""
+    settings = settings or get_settings()
+    sessions = session_factory()
+    job_id = lease.job_id
+    with sessions() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        spec, total_steps = dict(job.config), job.total_steps
+        stored = _stored_dataset(session, job, settings)
+
+    log.info("job %s: training (attempt lease %d, owner %s)", job_id, lease.token, lease.owner)
+    sinks = DatabaseSinks(lease, sessions, settings, total_steps)
+    try:
+        with Heartbeat(lease, sessions, settings, sinks):
+            cfg, dataset = build_run_config(spec, stored, settings)
+            resume_from, resume_step = choose_resume_point(sessions, lease, settings)
+            sinks.step = resume_step
+            trainer = Trainer(
+                cfg,
+                settings.job_dir(job_id),
+                sinks,
+                device=settings.train_device,
+                dataset=dataset,
+                inception_weights=settings.inception_weights,
+            )
+            result = trainer.fit(resume_from)
+            sinks.flush(final=True)
+        status = "canceled" if result.stopped else "succeeded"
+        log.info("job %s: %s at step %d", job_id, status, result.step)
+        _finish(sessions, lease, settings, status)
+    except LeaseLost as e:
+        log.warning("job %s: lease lost, leaving the job to its new owner (%s)", job_id, e)
+    except DivergedError as e:
+        _best_effort_flush(sinks)
+        losses = ", ".join(f"{k}={v:.4g}" for k, v in e.metrics.items())
+        message = (
+            f"training diverged at step {e.step}: non-finite losses ({losses}); "
+            "the last good checkpoint is kept"
+        )
+        _finish(sessions, lease, settings, "failed", "diverged", message)
+    except (DatasetError, EvaluationUnavailable) as e:
+        code = "dataset_error" if isinstance(e, DatasetError) else "eval_unavailable"
+        _finish(sessions, lease, settings, "failed", code, str(e))
+    except Exception as e:
+        log.exception("job %s failed", job_id)
+        _best_effort_flush(sinks)
+        _finish(sessions, lease, settings, "failed", "internal_error", f"{type(e).__name__}: {e}")
+
+
+def _stored_dataset(session: Session, job: Job, settings: Settings) -> StoredDataset | None:
+    if job.dataset_id is None:
+        return None
+    dataset = session.get(Dataset, job.dataset_id)
+    if dataset is None:
+        return None
+    return StoredDataset(settings.data_dir / dataset.path, dataset.format)
+
+
+def build_run_config(
+    spec: dict[str, Any], stored: StoredDataset | None, settings: Settings
+) -> tuple[RunConfig, ImageDataset]:
+    """The job body as a `models.RunConfig`, with channels and classes read from its data."""
+    ref = spec["dataset"]
+    data: dict[str, Any]
+    if ref.get("id"):
+        if stored is None:
+            raise DatasetError(f"dataset {ref['id']} was deleted")
+        data = {"source": stored.format, "path": str(stored.path)}
+    elif ref["source"] == "synthetic":
+        data = {
+            "source": "synthetic",
+            "num_images": ref.get("num_images") or SYNTHETIC_DEFAULT_IMAGES,
+        }
+    else:
+        data = {"source": ref["source"], "path": str(settings.data_dir)}
+    dataset = load_dataset(DataSpec(**data), ARCHS[spec["model"]["arch"]])
+    model = {**spec["model"], "channels": dataset.channels, "num_classes": dataset.num_classes}
+    if model["conditional"] and dataset.num_classes < 1:
+        raise DatasetError("model.conditional needs a labelled dataset; this one has no labels")
+    body = {**spec, "model": model, "data": data, "keep_last": settings.keep_checkpoints}
+    return RunConfig.from_dict(body), dataset
+
+
+def choose_resume_point(
+    sessions: sessionmaker[Session], lease: Lease, settings: Settings
+) -> tuple[Path | None, int]:
+    """The newest checkpoint whose sha256 verifies (older ones tried in turn), and the
+    database brought in line with it: rows of bad checkpoints dropped, and metric points and
+    grids past it (from a run that was lost) removed, since training replays those steps."""
+    job_id = lease.job_id
+    with sessions() as session:
+        rows = {
+            c.step: c
+            for c in session.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id))
+        }
+    on_disk = dict(list_checkpoints(settings.job_dir(job_id) / "checkpoints"))
+    chosen: tuple[int, Path] | None = None
+    bad: list[int] = []
+    for step in sorted(set(rows) | set(on_disk), reverse=True):
+        row = rows.get(step)
+        path = settings.data_dir / row.path if row is not None else on_disk[step]
+        try:
+            verify_checkpoint(path, row.sha256 if row is not None else None)
+        except CheckpointError as e:
+            log.warning("job %s: skipping checkpoint %d: %s", job_id, step, e)
+            bad.append(step)
+            _set_aside(path)
+            continue
+        chosen = (step, path)
+        break
+    resume_step = chosen[0] if chosen else 0
+
+    def reconcile(session: Session) -> None:
+        if bad:
+            session.execute(
+                delete(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step.in_(bad))
+            )
+        if chosen is not None and chosen[0] not in rows:  # written, but not yet recorded
+            sha = chosen[1].with_name(chosen[1].name + ".sha256").read_text().split()[0]
+            session.add(
+                Checkpoint(
+                    job_id=job_id,
+                    step=chosen[0],
+                    path=str(chosen[1].relative_to(settings.data_dir)),
+                    size_bytes=chosen[1].stat().st_size,
+                    sha256=sha,
+                    created_at=utcnow(),
+                )
+            )
+        session.execute(delete(Metric).where(Metric.job_id == job_id, Metric.step > resume_step))
+        session.execute(
+            delete(SampleGrid).where(SampleGrid.job_id == job_id, SampleGrid.step > resume_step)
+        )
+        session.execute(update(Job).where(Job.id == job_id).values(step=resume_step))
+
+    with sessions() as session:
+        leases.fenced(session, lease, reconcile)
+    if chosen is not None:
+        log.info("job %s: continuing from checkpoint %d", job_id, resume_step)
+    return (chosen[1] if chosen else None), resume_step
+
+
+def _set_aside(path: Path) -> None:
+    """Rename a checkpoint that does not verify, so nothing loads it and it can be examined."""
+    for p in (path, path.with_name(path.name + ".sha256")):
+        if p.exists():
+            p.replace(p.with_name(p.name + ".corrupt"))
+
+
+def _best_effort_flush(sinks: DatabaseSinks) -> None:
+    try:
+        sinks.flush()
+    except Exception as e:  # the outcome matters more than the last few points
+        log.warning("job %s: could not write the last metrics: %s", sinks.lease.job_id, e)
+
+
+def _finish(
+    sessions: sessionmaker[Session],
+    lease: Lease,
+    settings: Settings,
+    status: str,
+    code: str | None = None,
+    message: str | None = None,
+) -> None:
+    """Record the outcome, retrying while the database is down (up to the lease timeout: past
+    it the reaper re-queues the job and a worker finds its final checkpoint)."""
+    deadline = time.monotonic() + settings.lease_timeout_s
+    delay = 0.5
+    while True:
+        try:
+            with sessions() as session:
+                if not leases.finish(session, lease, status, code, message):
+                    log.warning("job %s: lease lost before recording %s", lease.job_id, status)
+                return
+        except SQLAlchemyError as e:
+            if time.monotonic() > deadline:
+                log.error("job %s: could not record %s: %s", lease.job_id, status, e)
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
