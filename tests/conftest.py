@@ -288,7 +288,13 @@ def stack(
 
 
 @pytest.fixture
-def api(stack: Stack) -> Iterator[httpx.Client]:
-    """A client with a fresh API key (a fresh owner, so tests never see each other's jobs)."""
-    with stack.client(stack.new_key()) as client:
+def owner() -> str:
+    """A fresh owner per test, so tests never see each other's jobs and datasets."""
+    return f"owner-{secrets.token_hex(4)}"
+
+
+@pytest.fixture
+def api(stack: Stack, owner: str) -> Iterator[httpx.Client]:
+    """A client holding an API key of `owner`."""
+    with stack.client(stack.new_key(owner)) as client:
         yield client

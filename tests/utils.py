@@ -156,3 +156,36 @@ def read_events(
             name, _, value = line.partition(":")
             fields[name] = value[1:] if value.startswith(" ") else value
     return found
+
+
+def insert_job(
+    stack: Any, owner: str, status: str = "failed", steps: int = 20, **values: Any
+) -> str:
+    """A job row written straight to the database (no message is sent for it): for states
+    the API cannot be asked to produce on demand, like a crashed worker's job."""
+    import uuid
+
+    from app.schemas import JobCreate
+    from app.tables import Job, utcnow
+
+    body = tiny_job({"source": "synthetic", "num_images": 64}, steps=steps)
+    config = JobCreate.model_validate(body).model_dump(mode="json")
+    job_id = uuid.uuid4().hex
+    now = utcnow()
+    with stack.sessions()() as session:
+        session.add(
+            Job(
+                id=job_id,
+                owner=owner,
+                name=f"inserted-{job_id[:8]}",
+                status=status,
+                config=config,
+                created_at=now,
+                updated_at=now,
+                total_steps=steps,
+                latest_metrics={},
+                **values,
+            )
+        )
+        session.commit()
+    return job_id

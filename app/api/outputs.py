@@ -102,16 +102,23 @@ def _poll(job_id: str, after_id: int) -> tuple[list[tuple[int, str, str]], str |
 
 
 async def _follow(request: Request, job_id: str, after_id: int) -> AsyncIterator[ServerSentEvent]:
+    """Replay events after `after_id`, then follow new ones until the job is finished and its
+    last ``done`` was sent (a resumed job has later events, so an earlier ``done`` is not
+    the end)."""
     interval = get_settings().sse_poll_interval_s
+    last_type = None
     while True:
         rows, status = await run_in_threadpool(_poll, job_id, after_id)
         for event_id, type_, data in rows:
             yield ServerSentEvent(data=data, event=type_, id=str(event_id))
-            after_id = event_id
-            if type_ == "done":
+            after_id, last_type = event_id, type_
+        finished = status is None or status in FINISHED_STATUSES
+        if finished and (last_type == "done" or not rows):
+            # all sent: a finished job's done event is its last (or was sent before)
+            rows_left, _ = await run_in_threadpool(_poll, job_id, after_id)
+            if not rows_left:
                 return
-        if not rows and (status is None or status in FINISHED_STATUSES):
-            return  # deleted, or finished and its done event was delivered before
+            continue
         if await request.is_disconnected():
             return
         if not rows:
