@@ -95,6 +95,12 @@ class _WorkerChild:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def terminate(self) -> None:
+        """Ask for a warm shutdown, once (a repeated SIGTERM only repeats celery's message)."""
+        if not self.stopping and self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+        self.stopping = True
+
     def stop(self, grace_s: float) -> int | None:
         """Warm shutdown (SIGTERM), then cold (SIGQUIT) after ``grace_s``, then SIGKILL.
 
@@ -102,15 +108,15 @@ class _WorkerChild:
         past the grace period the worker is told to give its task back (cold shutdown): the
         job is picked up again from its latest checkpoint.
         """
-        self.stopping = True
-        for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGQUIT, 10.0)):
-            if not self.alive():
-                break
-            self.proc.send_signal(sig)
+        self.terminate()
+        for escalate, wait_s in ((None, grace_s), (signal.SIGQUIT, 10.0)):
+            if escalate is not None and self.alive():
+                err.print("worker still busy: cold shutdown, its task goes back to the queue")
+                self.proc.send_signal(escalate)
             try:
                 return self.proc.wait(timeout=wait_s)
             except subprocess.TimeoutExpired:
-                err.print(f"worker still running after {wait_s:.0f} s")
+                pass
         if self.alive():
             self.proc.kill()
         return self.proc.wait()
@@ -175,8 +181,8 @@ def serve(
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             # Pass the stop on to the worker at once, so both wind down together.
             stop_signal.append(sig)
-            if child is not None and not child.stopping and child.alive():
-                child.proc.send_signal(signal.SIGTERM)
+            if child is not None:
+                child.terminate()
             super().handle_exit(sig, frame)
 
     config = uvicorn.Config(

@@ -94,18 +94,28 @@ class RequestMetricsMiddleware:
             return
         start = time.perf_counter()
         status = 500
+        recorded = False
+
+        def record() -> None:
+            nonlocal recorded
+            if recorded:
+                return
+            recorded = True
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope.get("method", "")
+            self.telemetry.requests.labels(method, template, str(status)).inc()
+            self.telemetry.latency.labels(method, template).observe(time.perf_counter() - start)
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
             await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                record()  # at the last byte, before the request's dependencies are closed
 
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            method = scope.get("method", "")
-            self.telemetry.requests.labels(method, template, str(status)).inc()
-            self.telemetry.latency.labels(method, template).observe(time.perf_counter() - start)
+            record()

@@ -132,9 +132,10 @@ class Stack:
         return proc
 
     def stop(self) -> None:
-        for proc in self.procs.values():
+        for name, proc in self.procs.items():
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
+                # the worker's cold shutdown: no waiting for a job a test left running
+                os.killpg(proc.pid, signal.SIGQUIT if name == "worker" else signal.SIGTERM)
         for proc in self.procs.values():
             try:
                 proc.wait(timeout=15)
