@@ -1,0 +1,153 @@
+"""The embedded service end to end: ``sngan serve`` (API + worker child, SQLite, filesystem
+broker) in a temporary data directory, driven by the ``sngan`` client commands and httpx."""
+
+from __future__ import annotations
+
+import io
+import re
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from cli_helpers import Server, alive, descendants, run_sngan, write_npz
+from PIL import Image
+
+pytestmark = pytest.mark.slow
+
+STEPS = 30
+TINY_JOB = [
+    "--arch", "cnn32", "--g-ch", "16", "--d-ch", "16", "--batch-size", "8", "--n-dis", "1",
+    "--steps", str(STEPS), "--checkpoint-every", "10", "--sample-every", "10",
+]  # fmt: skip
+
+
+def wait_for_status(url: str, job_id: str, wanted: set[str], timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    job: dict = {}
+    while time.monotonic() < deadline:
+        job = httpx.get(f"{url}/v1/jobs/{job_id}", timeout=10).json()
+        if job["status"] in wanted:
+            return job
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} not in {wanted} after {timeout} s: {job}")
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.format == "PNG"
+        image.load()
+        return image.size
+
+
+def test_embedded_serve_trains_serves_stops_and_restarts(
+    server_factory: Callable[..., Server], tmp_path: Path
+) -> None:
+    server = server_factory()
+    server.start()
+    url, env, cwd = server.url, server.env, server.workdir
+    assert "SNGAN_AUTH=off" in server.log()  # embedded + loopback: said out loud
+
+    # Upload and submit with the CLI; both print the new id alone on the last line.
+    upload = run_sngan(
+        "datasets", "upload", str(write_npz(tmp_path / "tiny.npz")), "--url", url,
+        env=env, cwd=cwd,
+    )  # fmt: skip
+    assert upload.returncode == 0, upload.stderr
+    dataset_id = upload.stdout.strip().splitlines()[-1]
+    assert "64 images 32x32" in upload.stderr
+
+    submit = run_sngan(
+        "jobs", "submit", "--dataset", dataset_id, "--name", "tiny", *TINY_JOB, "--url", url,
+        env=env, cwd=cwd,
+    )  # fmt: skip
+    assert submit.returncode == 0, submit.stderr
+    job_id = submit.stdout.strip().splitlines()[-1]
+
+    # Watch it to the end: plain lines (stdout is a pipe), exit 0 on success.
+    watch = run_sngan("jobs", "watch", job_id, "--url", url, env=env, cwd=cwd, timeout=300)
+    assert watch.returncode == 0, f"{watch.stdout}\n{watch.stderr}\n{server.log()}"
+    step_lines = [line for line in watch.stdout.splitlines() if re.search(r"step \d+/30", line)]
+    assert step_lines, watch.stdout
+    assert step_lines[-1].startswith(f"succeeded step {STEPS}/{STEPS} (100%)")
+    assert "succeeded" in watch.stderr
+
+    job = httpx.get(f"{url}/v1/jobs/{job_id}", timeout=10).json()
+    assert job["status"] == "succeeded"
+    assert job["progress"]["step"] == STEPS
+    assert {"loss_d", "loss_g"} <= set(job["latest_metrics"])
+
+    # A sample grid over HTTP, and the same bytes through `sngan samples`.
+    grid = httpx.get(f"{url}/v1/jobs/{job_id}/samples", params={"n": 16, "seed": 3}, timeout=60)
+    assert grid.status_code == 200, grid.text
+    width, height = png_size(grid.content)
+    assert width == height and width >= 4 * 32
+    out_file = tmp_path / "grid.png"
+    samples = run_sngan(
+        "samples", job_id, "-n", "16", "--seed", "3", "-o", str(out_file), "--url", url,
+        env=env, cwd=cwd,
+    )  # fmt: skip
+    assert samples.returncode == 0, samples.stderr
+    assert out_file.read_bytes() == grid.content
+
+    listed = run_sngan("jobs", "list", "--json", "--url", url, env=env, cwd=cwd)
+    assert listed.returncode == 0, listed.stderr
+    assert job_id in listed.stdout
+
+    # SIGINT stops the API and the worker child; the command exits 0.
+    assert server.proc is not None
+    children = descendants(server.proc.pid)
+    assert children, "sngan serve started no worker process"
+    assert server.stop(signal.SIGINT) == 0, server.log()
+    time.sleep(0.5)
+    assert not [pid for pid in children if alive(pid)], server.log()
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{url}/healthz", timeout=2)
+
+    # Restart on the same data directory: the job, its checkpoints and its samples are there.
+    server.start()
+    again = wait_for_status(url, job_id, {"succeeded"}, timeout=10)
+    assert again["progress"]["step"] == STEPS
+    checkpoints = httpx.get(f"{url}/v1/jobs/{job_id}/checkpoints", timeout=10).json()["data"]
+    assert STEPS in [c["step"] for c in checkpoints]
+    regrid = httpx.get(f"{url}/v1/jobs/{job_id}/samples", params={"n": 16, "seed": 3}, timeout=60)
+    assert regrid.status_code == 200, regrid.text
+    assert regrid.content == grid.content
+    assert server.stop(signal.SIGTERM) == 0, server.log()
+
+
+def test_auth_on_needs_a_key_and_errors_exit_non_zero(
+    server_factory: Callable[..., Server],
+) -> None:
+    server = server_factory(SNGAN_AUTH="on")
+    server.start()
+    url, env, cwd = server.url, server.env, server.workdir
+    assert "SNGAN_AUTH=off" not in server.log()
+
+    anonymous = run_sngan("jobs", "list", "--url", url, env=env, cwd=cwd)
+    assert anonymous.returncode != 0
+    assert "HTTP 401" in anonymous.stderr
+
+    created = run_sngan("keys", "create", "--owner", "carol", env=env, cwd=cwd)
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip().splitlines()[-1]
+    keyed = {**env, "SNGAN_API_KEY": key}
+
+    listed = run_sngan("jobs", "list", "--json", "--url", url, env=keyed, cwd=cwd)
+    assert listed.returncode == 0, listed.stderr
+    assert '"data": []' in listed.stdout
+
+    missing = run_sngan("jobs", "watch", "no-such-job", "--url", url, env=keyed, cwd=cwd)
+    assert missing.returncode != 0
+    assert "HTTP 404" in missing.stderr
+
+    invalid = run_sngan(
+        "jobs", "submit", "--source", "synthetic", "--arch", "vgg", "--url", url,
+        env=keyed, cwd=cwd,
+    )  # fmt: skip
+    assert invalid.returncode != 0
+    assert "HTTP 422" in invalid.stderr
+
+    assert server.stop(signal.SIGTERM) == 0, server.log()
