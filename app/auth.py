@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -76,7 +76,6 @@ _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: 
 
 
 def current_principal(
-    request: Request,
     session: Annotated[Session, Depends(get_session)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
@@ -88,7 +87,6 @@ def current_principal(
     principal = verify_api_key(session, credentials.credentials)
     if principal is None:
         raise _unauthorized("invalid or revoked API key")
-    request.state.owner = principal.owner
     return principal
 
 

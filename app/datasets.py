@@ -332,6 +332,7 @@ def _check_side(h: int, w: int, settings: Settings, what: str) -> None:
 def store(session: Session, owner: str, upload: Path, filename: str) -> Dataset:
     """Validate the uploaded file and move it into place; nothing partial is ever left."""
     settings = get_settings()
+    staging: Path | None = None
     try:
         info = inspect_archive(upload, filename, settings)
         dataset_id = uuid.uuid4().hex
@@ -341,6 +342,10 @@ def store(session: Session, owner: str, upload: Path, filename: str) -> Dataset:
         size = data_file.stat().st_size
         final = settings.datasets_dir / dataset_id
         os.rename(staging, final)  # atomic: the dataset appears complete or not at all
+    except BaseException:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
     finally:
         upload.unlink(missing_ok=True)
     try:

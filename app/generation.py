@@ -73,12 +73,14 @@ class GeneratorCache:
                 item = load_generator(path, ema=ema, map_location=device, expected_sha256=sha256)
             except CheckpointError as e:
                 raise UnusableCheckpoint(str(e)) from e
+            finally:
+                with self._lock:
+                    self._loading.pop(key, None)
             with self._lock:
                 self._items[key] = item
                 self._items.move_to_end(key)
                 while len(self._items) > self.size:
                     self._items.popitem(last=False)
-                self._loading.pop(key, None)
             return item
 
     def clear(self) -> None:

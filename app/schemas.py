@@ -17,6 +17,7 @@ from app.config import get_settings
 Arch = Literal["cnn32", "resnet32", "cnn48", "resnet48"]
 ARCH_RESOLUTION = {"cnn32": 32, "resnet32": 32, "cnn48": 48, "resnet48": 48}
 BuiltinSource = Literal["cifar10", "stl10", "synthetic"]
+EvalMetric = Literal["is", "fid", "kid"]
 JobStatus = Literal["queued", "running", "succeeded", "failed", "canceling", "canceled"]
 
 
@@ -95,12 +96,16 @@ class TrainSpec(BaseModel):
     precision: Literal["auto", "fp32", "bf16"] = "auto"
 
 
+def _default_eval_metrics() -> list[EvalMetric]:
+    return ["is", "fid"]
+
+
 class EvalSpec(BaseModel):
     model_config = _strict("EvalSpec")
 
     every: int = Field(default=0, ge=0, description="Evaluate every N steps; 0 turns it off.")
     num_samples: Annotated[int, Field(ge=1), at_most("max_eval_samples")] = 10_000
-    metrics: list[Literal["is", "fid", "kid"]] = Field(default_factory=lambda: ["is", "fid"])
+    metrics: list[EvalMetric] = Field(default_factory=_default_eval_metrics)
 
 
 class JobCreate(BaseModel):

@@ -189,3 +189,10 @@ def insert_job(
         )
         session.commit()
     return job_id
+
+
+def cancel_all(client: httpx.Client) -> None:
+    """Cancel the caller's unfinished jobs, so the shared worker does not train them."""
+    for job in client.get("/v1/jobs", params={"limit": 200}).json()["data"]:
+        if job["status"] not in FINISHED:
+            client.post(f"/v1/jobs/{job['id']}/cancel")

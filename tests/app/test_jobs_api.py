@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from tests.utils import insert_job, tiny_job
+from tests.utils import cancel_all, insert_job, tiny_job
 
 SYNTHETIC = {"source": "synthetic", "num_images": 64}
 
@@ -29,6 +29,7 @@ def test_idempotent_submit(api) -> None:  # type: ignore[no-untyped-def]
     unkeyed = api.post("/v1/jobs", json=body)
     assert unkeyed.status_code == 201 and unkeyed.json()["id"] != first.json()["id"]
     assert len(api.get("/v1/jobs").json()["data"]) == 3
+    cancel_all(api)
 
 
 def test_idempotency_keys_belong_to_their_owner(stack, api) -> None:  # type: ignore[no-untyped-def]
@@ -36,6 +37,8 @@ def test_idempotency_keys_belong_to_their_owner(stack, api) -> None:  # type: ig
     mine = api.post("/v1/jobs", json=body, headers={"Idempotency-Key": "shared"})
     with stack.client(stack.new_key()) as other:
         theirs = other.post("/v1/jobs", json=body, headers={"Idempotency-Key": "shared"})
+        cancel_all(other)
+    cancel_all(api)
     assert mine.status_code == theirs.status_code == 201
     assert mine.json()["id"] != theirs.json()["id"]
 
