@@ -23,33 +23,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-POSTGRES_URL = os.environ.get(
-    "SNGAN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+from tests.utils import (
+    POSTGRES_URL,
+    REDIS_URL,
+    REPO,
+    STACKS,
+    admin_connect,
+    base_env,
+    free_port,
 )
-REDIS_URL = os.environ.get("SNGAN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-STACKS = [s.strip() for s in os.environ.get("SNGAN_TEST_STACKS", "services,embedded").split(",")]
-
-# Small limits and fast clocks, so the tests can reach every limit and finish quickly.
-TEST_SETTINGS = {
-    "SNGAN_AUTH": "on",
-    "SNGAN_MIGRATE_ON_STARTUP": "false",
-    "SNGAN_MAX_STEPS": "5000",
-    "SNGAN_MAX_SAMPLES_PER_REQUEST": "16",
-    "SNGAN_MAX_UPLOAD_BYTES": str(2 * 1024 * 1024),
-    "SNGAN_MAX_UNCOMPRESSED_BYTES": str(8 * 1024 * 1024),
-    "SNGAN_MAX_DATASET_IMAGES": "500",
-    "SNGAN_MAX_IMAGE_SIDE": "256",
-    "SNGAN_HEARTBEAT_INTERVAL_S": "0.5",
-    "SNGAN_LEASE_TIMEOUT_S": "15",
-    "SNGAN_METRICS_FLUSH_EVERY_S": "0.2",
-    "SNGAN_REAPER_INTERVAL_S": "1",
-    "SNGAN_REQUEUE_QUEUED_AFTER_S": "30",
-    "SNGAN_SSE_POLL_INTERVAL_S": "0.1",
-    "SNGAN_TRAIN_DEVICE": "cpu",
-    "SNGAN_GENERATION_DEVICE": "cpu",
-    "SNGAN_LOG_LEVEL": "INFO",
-}
 
 
 def services_unreachable(reason: str) -> None:
@@ -60,22 +42,6 @@ def services_unreachable(reason: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(message)
     pytest.skip(message)
-
-
-def _admin_connect():  # type: ignore[no-untyped-def]
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    url = make_url(POSTGRES_URL)
-    return psycopg.connect(
-        host=url.host,
-        port=url.port or 5432,
-        user=url.username,
-        password=url.password,
-        dbname=url.database or "postgres",
-        autocommit=True,
-        connect_timeout=3,
-    )
 
 
 @dataclass
@@ -144,28 +110,8 @@ class Stack:
                 proc.wait(timeout=5)
 
 
-def _base_env(data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SNGAN_")}
-    env.update(TEST_SETTINGS)
-    env.update(
-        SNGAN_DATA_DIR=str(data_dir),
-        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
-        PYTHONUNBUFFERED="1",
-        OMP_NUM_THREADS="1",  # two processes share two cores; one torch thread each
-    )
-    return env
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _start_processes(stack: Stack) -> None:
-    port = _free_port()
+    port = free_port()
     stack.base_url = f"http://127.0.0.1:{port}"
     stack.start(
         "api",
@@ -238,11 +184,11 @@ def stack(
     kind: str = request.param
     workdir = tmp_path_factory.mktemp(f"stack-{kind}")
     data_dir = workdir / "data"
-    env = _base_env(data_dir)
+    env = base_env(data_dir)
     db_name = None
     if kind == "services":
         try:
-            with _admin_connect() as conn:
+            with admin_connect() as conn:
                 db_name = f"sngan_test_{secrets.token_hex(4)}"
                 conn.execute(f'CREATE DATABASE "{db_name}"')
         except Exception as e:
@@ -277,7 +223,7 @@ def stack(
         stack.stop()
         get_engine(database_url).dispose()
         if db_name is not None:
-            with _admin_connect() as conn:
+            with admin_connect() as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
             if "SNGAN_BROKER_KEY_PREFIX" in env:
                 import redis

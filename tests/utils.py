@@ -1,20 +1,89 @@
-"""Helpers of the service tests: datasets made on the fly, tiny job bodies, waiting, and a
-small Server-Sent Events reader."""
+"""Helpers of the service tests: where the servers are, the stacks' environment, datasets
+made on the fly, tiny job bodies, rows written directly, waiting, and a small Server-Sent
+Events reader."""
 
 from __future__ import annotations
 
 import io
 import json
+import os
+import socket
 import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import numpy as np
 
 T = TypeVar("T")
+
+REPO = Path(__file__).resolve().parents[1]
+POSTGRES_URL = os.environ.get(
+    "SNGAN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URL = os.environ.get("SNGAN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+STACKS = [s.strip() for s in os.environ.get("SNGAN_TEST_STACKS", "services,embedded").split(",")]
+
+# Small limits and fast clocks, so the tests can reach every limit and finish quickly.
+TEST_SETTINGS = {
+    "SNGAN_AUTH": "on",
+    "SNGAN_MIGRATE_ON_STARTUP": "false",
+    "SNGAN_MAX_STEPS": "5000",
+    "SNGAN_MAX_SAMPLES_PER_REQUEST": "16",
+    "SNGAN_MAX_UPLOAD_BYTES": str(2 * 1024 * 1024),
+    "SNGAN_MAX_UNCOMPRESSED_BYTES": str(8 * 1024 * 1024),
+    "SNGAN_MAX_DATASET_IMAGES": "500",
+    "SNGAN_MAX_IMAGE_SIDE": "256",
+    "SNGAN_HEARTBEAT_INTERVAL_S": "0.5",
+    "SNGAN_LEASE_TIMEOUT_S": "15",
+    "SNGAN_METRICS_FLUSH_EVERY_S": "0.2",
+    "SNGAN_REAPER_INTERVAL_S": "1",
+    "SNGAN_REQUEUE_QUEUED_AFTER_S": "30",
+    "SNGAN_SSE_POLL_INTERVAL_S": "0.1",
+    "SNGAN_TRAIN_DEVICE": "cpu",
+    "SNGAN_GENERATION_DEVICE": "cpu",
+    "SNGAN_LOG_LEVEL": "INFO",
+}
+
+
+def admin_connect():  # type: ignore[no-untyped-def]
+    """An autocommit connection to PostgreSQL's maintenance database (CREATE/DROP DATABASE)."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(POSTGRES_URL)
+    return psycopg.connect(
+        host=url.host,
+        port=url.port or 5432,
+        user=url.username,
+        password=url.password,
+        dbname=url.database or "postgres",
+        autocommit=True,
+        connect_timeout=3,
+    )
+
+
+def base_env(data_dir: Path) -> dict[str, str]:
+    """The environment of a test's API or worker: none of the caller's SNGAN_ settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SNGAN_")}
+    env.update(TEST_SETTINGS)
+    env.update(
+        SNGAN_DATA_DIR=str(data_dir),
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
+        PYTHONUNBUFFERED="1",
+        OMP_NUM_THREADS="1",  # two processes share two cores; one torch thread each
+    )
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
 
 # Small enough to train a few dozen steps a second on one CPU core.
 TINY_MODEL = {"arch": "cnn32", "z_dim": 16, "g_ch": 8, "d_ch": 8}

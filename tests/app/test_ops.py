@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import REPO, _base_env, _free_port
+from tests.utils import REPO, base_env, free_port
 
 
 def test_health_readiness_and_metrics(stack, api) -> None:  # type: ignore[no-untyped-def]
@@ -78,9 +78,9 @@ def test_openapi_describes_the_contract(api) -> None:  # type: ignore[no-untyped
 
 
 def _serve(tmp_path: Path, **env: str) -> tuple[subprocess.Popen[bytes], str, Path]:
-    port = _free_port()
+    port = free_port()
     log = tmp_path / f"api-{port}.log"
-    full_env = _base_env(tmp_path / "data") | env
+    full_env = base_env(tmp_path / "data") | env
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [
@@ -124,7 +124,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def test_readyz_is_503_while_the_database_and_broker_are_unreachable(tmp_path: Path) -> None:
-    closed = _free_port()  # nothing listens there
+    closed = free_port()  # nothing listens there
     proc, url, _ = _serve(
         tmp_path,
         SNGAN_DATABASE_URL=f"postgresql+psycopg://postgres@127.0.0.1:{closed}/none",
@@ -161,7 +161,7 @@ def test_modules_import_without_torch(module: str) -> None:
     result = subprocess.run(
         [sys.executable, "-c", code],
         cwd=REPO,
-        env=_base_env(REPO / "none"),
+        env=base_env(REPO / "none"),
         capture_output=True,
         timeout=60,
     )

@@ -15,7 +15,7 @@ from sqlalchemy import event, func, select, text
 from app import jobs, leases
 from app.leases import Lease, LeaseLost
 from app.tables import Checkpoint, Event, Job, Metric
-from tests.utils import insert_job
+from tests.utils import admin_connect, insert_job
 from worker.sinks import DatabaseSinks
 
 
@@ -186,12 +186,10 @@ def test_cancel_reaches_should_stop(stack, owner, settings, leased) -> None:  # 
 def test_metrics_survive_a_database_outage(stack, settings, leased) -> None:  # type: ignore[no-untyped-def]
     if stack.kind != "services":
         pytest.skip("takes PostgreSQL down for a moment; SQLite has no server to refuse")
-    from tests.conftest import _admin_connect
-
     sinks = DatabaseSinks(leased, stack.sessions(), settings, total_steps=50)
     feed(sinks, range(1, 11))
     name = stack.database_url.rsplit("/", 1)[1]
-    with _admin_connect() as admin:
+    with admin_connect() as admin:
         admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
         admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
