@@ -32,8 +32,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         }
     elif settings.broker_key_prefix:
         transport_options = {"global_keyprefix": settings.broker_key_prefix}
+    broker_url = settings.broker_url
+    if broker_url == "filesystem://":
+        broker_url = "filesystem://localhost//"  # the same broker, without kombu's warning
     return {
-        "broker_url": settings.broker_url,
+        "broker_url": broker_url,
         "broker_transport_options": transport_options,
         "broker_connection_retry_on_startup": True,
         "broker_connection_timeout": 5,

@@ -17,7 +17,7 @@ def test_one_late_acked_job_at_a_time_on_queue_gpu(tmp_path: Path) -> None:
     assert conf.worker_pool == "prefork" and conf.worker_max_tasks_per_child == 1
     assert conf.task_ignore_result and conf.accept_content == ["json"]
     options = conf.broker_transport_options
-    assert conf.broker_url == "filesystem://"
+    assert conf.broker_url.startswith("filesystem://")
     assert options["data_folder_in"] == options["data_folder_out"] == str(tmp_path / "broker")
     celery.loader.import_default_modules()
     task = celery.tasks["sngan.train"]
