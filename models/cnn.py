@@ -25,7 +25,7 @@ class CNNGenerator(nn.Module):
         self.l1 = nn.Linear(cfg.z_dim, self.bottom * self.bottom * widths[0])
         self.bns = nn.ModuleList(batch_norm(w, n_cls) for w in widths)
         self.deconvs = nn.ModuleList(
-            nn.ConvTranspose2d(a, b, 4, 2, 1) for a, b in zip(widths, widths[1:])
+            nn.ConvTranspose2d(a, b, 4, 2, 1) for a, b in zip(widths, widths[1:], strict=False)
         )
         self.c_out = nn.Conv2d(widths[-1], cfg.channels, 3, 1, 1)
         init_weights(self)
@@ -33,7 +33,7 @@ class CNNGenerator(nn.Module):
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         h = self.l1(z).view(z.shape[0], -1, self.bottom, self.bottom)  # (B, 8g, s, s)
         h = F.relu(self.bns[0](h, y))
-        for deconv, bn in zip(self.deconvs, self.bns[1:]):
+        for deconv, bn in zip(self.deconvs, self.bns[1:], strict=True):
             h = F.relu(bn(deconv(h), y))
         return torch.tanh(self.c_out(h))  # (B, channels, R, R)
 
@@ -53,8 +53,9 @@ class CNNDiscriminator(nn.Module):
             (4 * d, 8 * d, 4, 2),
             (8 * d, 8 * d, 3, 1),
         ]
-        self.convs = nn.ModuleList(sn(nn.Conv2d(a, b, k, s, (k - 1) // 2 if s == 1 else 1))
-                                   for a, b, k, s in spec)
+        self.convs = nn.ModuleList(
+            sn(nn.Conv2d(a, b, k, s, (k - 1) // 2 if s == 1 else 1)) for a, b, k, s in spec
+        )
         bottom = cfg.resolution // 8
         self.l_out = sn(nn.Linear(bottom * bottom * 8 * d, 1))
         self.projection = Projection(cfg.num_classes, 8 * d) if cfg.conditional else None

@@ -67,8 +67,10 @@ def load_dataset(spec: DataSpec, resolution: int, channels: int | None = None) -
     if channels is not None:
         images = _convert_channels(images, channels)
     num_classes = int(labels.max()) + 1 if labels is not None and len(labels) else 0
-    label_t = torch.from_numpy(np.asarray(labels, dtype=np.int64)) if labels is not None else (
-        torch.zeros(images.shape[0], dtype=torch.long)
+    label_t = (
+        torch.from_numpy(np.asarray(labels, dtype=np.int64))
+        if labels is not None
+        else (torch.zeros(images.shape[0], dtype=torch.long))
     )
     return ImageDataset(images, label_t, num_classes)
 
@@ -93,15 +95,14 @@ def _first_dir_with(root: Path, candidates: list[str], marker: str) -> Path:
     for p in looked:
         if p.exists():
             return p.parent
-    raise DatasetError(
-        "dataset files not found; looked for: " + ", ".join(str(p) for p in looked)
-    )
+    raise DatasetError("dataset files not found; looked for: " + ", ".join(str(p) for p in looked))
 
 
 def _read_cifar10(root: Path) -> tuple[np.ndarray, np.ndarray]:
     """The standard python-pickle batches (cifar-10-batches-py/data_batch_1..5)."""
-    d = _first_dir_with(root, ["", "cifar-10-batches-py", "cifar10/cifar-10-batches-py"],
-                        "data_batch_1")
+    d = _first_dir_with(
+        root, ["", "cifar-10-batches-py", "cifar10/cifar-10-batches-py"], "data_batch_1"
+    )
     xs, ys = [], []
     for i in range(1, 6):
         path = d / f"data_batch_{i}"
@@ -137,8 +138,9 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     except (ValueError, KeyError, OSError, zipfile.BadZipFile) as e:
         raise DatasetError(f"{path}: not a valid .npz with an 'images' array ({e})") from e
     if images.dtype != np.uint8 or images.ndim not in (3, 4):
-        raise DatasetError(f"{path}: 'images' must be uint8 (N,H,W[,C]), got {images.dtype} "
-                           f"{images.shape}")
+        raise DatasetError(
+            f"{path}: 'images' must be uint8 (N,H,W[,C]), got {images.dtype} {images.shape}"
+        )
     if images.ndim == 3:
         images = images[:, :, :, None]
     if images.shape[3] == 4:
@@ -238,7 +240,8 @@ def synthetic_shapes(
         (np.abs(dx) <= 0.8 * s) & (np.abs(dy) <= 0.8 * s),  # square
         (dy <= 0.8 * s) & (dy >= -s + 2 * np.abs(dx)),  # triangle, apex up
         ((np.abs(dx) <= 0.3 * s) | (np.abs(dy) <= 0.3 * s))
-        & (np.abs(dx) <= s) & (np.abs(dy) <= s),  # cross
+        & (np.abs(dx) <= s)
+        & (np.abs(dy) <= s),  # cross
     ]
     mask = np.choose(labels[:, None, None] % 4, masks)  # (N, R, R)
     colour = _COLOURS[labels % 4] + rng.normal(0, 12, (n, 3)).astype(np.float32)
@@ -262,8 +265,9 @@ def _to_resolution(arr: np.ndarray, resolution: int, chunk: int = 2048) -> torch
     out = torch.empty((n, t.shape[1], resolution, resolution), dtype=torch.uint8)
     for i in range(0, n, chunk):
         x = t[i : i + chunk].float()
-        y = F.interpolate(x, size=(resolution, resolution), mode="bilinear", antialias=True,
-                          align_corners=False)
+        y = F.interpolate(
+            x, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False
+        )
         out[i : i + chunk] = y.round().clamp(0, 255).to(torch.uint8)
     return out
 

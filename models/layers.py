@@ -11,9 +11,18 @@ def sn(module: nn.Module) -> nn.Module:
     """W_SN = W / sigma(W), sigma by one power iteration per training forward with a persistent u.
 
     The parametrization (not the deprecated hook) so the update survives torch.compile and
-    CUDA-graph capture; in eval mode the stored u, v are used and not updated.
+    CUDA-graph capture; in eval mode the stored u, v are used and not updated. The weight is
+    initialised first, so the power iterations run at registration start from the real W.
     """
+    _xavier(module)
     return spectral_norm(module, n_power_iterations=1, eps=1e-12)
+
+
+def _xavier(m: nn.Module) -> None:
+    nn.init.xavier_uniform_(m.weight)
+    bias = getattr(m, "bias", None)
+    if bias is not None:
+        nn.init.zeros_(bias)
 
 
 class ConditionalBatchNorm2d(nn.Module):
@@ -51,17 +60,18 @@ class Projection(nn.Module):
     def __init__(self, num_classes: int, num_features: int) -> None:
         super().__init__()
         self.embed = sn(nn.Embedding(num_classes, num_features))
-        nn.init.xavier_uniform_(self.embed.parametrizations.weight.original)
 
     def forward(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return (self.embed(y) * h).sum(dim=1, keepdim=True)  # (B, 1)
 
 
 def init_weights(module: nn.Module) -> None:
-    """Xavier-uniform init for convs and linears, as the reference implementations do."""
+    """Xavier-uniform init for the generator's convs and linears, as the reference ports do.
+
+    Spectrally normalized layers were initialised by `sn` and are left alone: re-initialising
+    them here would leave their stored power-iteration vectors stale.
+    """
     for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            weight = m.parametrizations.weight.original if hasattr(m, "parametrizations") else m.weight
-            nn.init.xavier_uniform_(weight)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+        plain = not hasattr(m, "parametrizations")
+        if plain and isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            _xavier(m)

@@ -77,7 +77,8 @@ class ResNetGenerator(nn.Module):
             widths = [8 * ch, 4 * ch, 2 * ch, ch]  # 6 -> 12 -> 24 -> 48
             self.bottom = 6
         self.l1 = nn.Linear(cfg.z_dim, self.bottom * self.bottom * widths[0])
-        self.blocks = nn.ModuleList(GBlock(a, b, n_cls) for a, b in zip(widths, widths[1:]))
+        pairs = zip(widths, widths[1:], strict=False)
+        self.blocks = nn.ModuleList(GBlock(a, b, n_cls) for a, b in pairs)
         self.b_out = nn.BatchNorm2d(widths[-1])
         self.c_out = nn.Conv2d(widths[-1], cfg.channels, 3, 1, 1)
         init_weights(self)

@@ -223,7 +223,7 @@ class Trainer:
         assert self.ema_G is not None and self.cfg.train.ema_decay is not None
         ema_p = list(self.ema_G.parameters())
         torch._foreach_lerp_(ema_p, list(self.netG.parameters()), 1.0 - self.cfg.train.ema_decay)
-        for b_ema, b in zip(self.ema_G.buffers(), self.netG.buffers()):
+        for b_ema, b in zip(self.ema_G.buffers(), self.netG.buffers(), strict=True):
             b_ema.copy_(b)  # BN statistics are copied, not averaged
 
     # --- the loop -----------------------------------------------------------------------
@@ -270,8 +270,8 @@ class Trainer:
         rate = (self.step - self._last_flush_step) / max(now - self._last_flush_time, 1e-9)
         self._last_flush_time, self._last_flush_step = now, self.step
         pending, self._pending = self._pending, []
-        for (step, _, lr), row in zip(pending, values.tolist()):
-            metrics = dict(zip(LOSS_NAMES, row))
+        for (step, _, lr), row in zip(pending, values.tolist(), strict=True):
+            metrics = dict(zip(LOSS_NAMES, row, strict=True))
             if not all(map(_finite, row)):
                 raise DivergedError(step, metrics)
             metrics["lr"] = lr
@@ -302,8 +302,14 @@ class Trainer:
         spec = f"{self.cfg.data}-{self.cfg.model.resolution}-{self.cfg.model.channels}"
         key = hashlib.sha256(spec.encode()).hexdigest()[:16]
         metrics = evaluate(
-            netG, self.cfg, self.dataset, self.inception_weights,
-            self.out_dir.parent / ".fidelity-cache", key, self.device, seed=self.cfg.train.seed,
+            netG,
+            self.cfg,
+            self.dataset,
+            self.inception_weights,
+            self.out_dir.parent / ".fidelity-cache",
+            key,
+            self.device,
+            seed=self.cfg.train.seed,
         )
         self.sinks.on_metrics(self.step, metrics)
 
