@@ -6,7 +6,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from cli_helpers import Server, free_port, sngan_env
+
+from tests.cli.cli_helpers import Server, free_port, sngan_env
 
 
 @pytest.fixture

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from cli_helpers import run_sngan, sngan_env
 from PIL import Image
+
+from tests.cli.cli_helpers import run_sngan, sngan_env
 
 
 def test_demo_trains_and_writes_a_grid(tmp_path: Path) -> None:

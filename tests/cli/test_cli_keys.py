@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cli_helpers import run_sngan, sngan_env
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
 from app import auth
+from tests.cli.cli_helpers import run_sngan, sngan_env
 
 
 def test_keys_create_prints_a_working_key_on_the_last_line(tmp_path: Path) -> None:

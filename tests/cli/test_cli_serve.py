@@ -12,8 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cli_helpers import Server, alive, descendants, run_sngan, write_npz
 from PIL import Image
+
+from tests.cli.cli_helpers import Server, alive, descendants, run_sngan, write_npz
 
 pytestmark = pytest.mark.slow
 
