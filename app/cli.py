@@ -25,7 +25,7 @@ from typing import Annotated, Any, NoReturn
 import httpx
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from app.config import Settings, get_settings
 
@@ -44,6 +44,8 @@ app.add_typer(datasets_app, name="datasets")
 app.add_typer(jobs_app, name="jobs")
 
 out = Console(highlight=False, soft_wrap=True)
+if not out.is_terminal:  # pipes and logs: don't squeeze tables into 80 columns
+    out.width = max(out.width, 140)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
@@ -321,6 +323,15 @@ def print_json(obj: Any) -> None:
         print(json.dumps(obj, indent=2))
 
 
+def _id_column() -> Column:
+    # Ids are for copying: never cut or wrapped, whatever the width.
+    return Column("id", no_wrap=True, min_width=32)
+
+
+def _when(timestamp: str | None) -> str:
+    return (timestamp or "")[:19].replace("T", " ")
+
+
 @datasets_app.command("upload")
 def datasets_upload(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help=".npz or .zip")],
@@ -351,7 +362,7 @@ def datasets_list(url: UrlOpt = DEFAULT_URL, key: KeyOpt = None, as_json: JsonOp
     if as_json:
         print_json(body)
         return
-    table = Table("id", "images", "size", "channels", "classes", "created")
+    table = Table(_id_column(), "images", "size", "channels", "classes", "created")
     for ds in rows:
         h, w = ds["image_size"]
         table.add_row(
@@ -360,7 +371,7 @@ def datasets_list(url: UrlOpt = DEFAULT_URL, key: KeyOpt = None, as_json: JsonOp
             f"{h}x{w}",
             str(ds["channels"]),
             str(ds["num_classes"]),
-            str(ds["created_at"]),
+            _when(ds["created_at"]),
         )
     out.print(table)
 
@@ -491,7 +502,7 @@ def jobs_list(
     if as_json:
         print_json(body)
         return
-    table = Table("id", "name", "status", "step", "created")
+    table = Table(_id_column(), "name", "status", "step", "created")
     for job in body["data"]:
         p = job.get("progress") or {}
         table.add_row(
@@ -499,7 +510,7 @@ def jobs_list(
             job.get("name") or "",
             job["status"],
             f"{p.get('step', 0)}/{p.get('total_steps', '?')}",
-            str(job["created_at"]),
+            _when(job["created_at"]),
         )
     out.print(table)
 
