@@ -9,7 +9,15 @@ from .checkpoint import (
     load_generator,
     verify_checkpoint,
 )
-from .config import ARCHS, DataSpec, EvalConfig, ModelConfig, RunConfig, TrainConfig
+from .config import (
+    ARCHS,
+    DataSpec,
+    EvalConfig,
+    ModelConfig,
+    RunConfig,
+    SpeedConfig,
+    TrainConfig,
+)
 from .data import DatasetError, ImageDataset, load_dataset, synthetic_shapes
 from .evaluation import EvaluationUnavailable, check_evaluation_available
 from .generate import generate_images, image_grid, save_png
@@ -27,6 +35,7 @@ __all__ = [
     "ImageDataset",
     "ModelConfig",
     "RunConfig",
+    "SpeedConfig",
     "TrainConfig",
     "TrainResult",
     "Trainer",

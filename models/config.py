@@ -91,11 +91,27 @@ class DataSpec:
 
 
 @dataclass
+class SpeedConfig:
+    """How the step executes, never what it computes. None = on where it helps (CUDA)."""
+
+    joint_d_forward: bool = True  # real and fake through D in one forward (D has no BN)
+    channels_last: bool | None = None
+    fused_adam: bool | None = None
+    cuda_graphs: bool | None = None  # capture the whole D step and G step
+
+    @classmethod
+    def eager(cls) -> SpeedConfig:
+        """The plain mode: two D forwards, unfused Adam, no graphs, NCHW."""
+        return cls(joint_d_forward=False, channels_last=False, fused_adam=False, cuda_graphs=False)
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     data: DataSpec = field(default_factory=DataSpec)
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
     checkpoint_every: int = 1000
     sample_every: int = 500
     keep_last: int = 5
@@ -119,5 +135,6 @@ class RunConfig:
             train=pick(TrainConfig, d.get("train")),
             eval=pick(EvalConfig, d.get("eval")),
             data=pick(DataSpec, d.get("data")),
+            speed=pick(SpeedConfig, d.get("speed")),
             **top,
         )

@@ -45,8 +45,8 @@ class ImageDataset:
 
 
 def scale(images_u8: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float [-1, 1]."""
-    return images_u8.float().div_(127.5).sub_(1.0)
+    """uint8 [0, 255] -> float [-1, 1] (the default float dtype)."""
+    return images_u8.to(torch.get_default_dtype()).div_(127.5).sub_(1.0)
 
 
 def load_dataset(spec: DataSpec, resolution: int, channels: int | None = None) -> ImageDataset:

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from .checkpoint import (
     checkpoint_name,
@@ -130,23 +131,38 @@ class Trainer:
         self.dataset = dataset
         self.data = dataset.to(self.device)
 
+        # how the step executes (never what it computes): see SpeedConfig
+        sp, cuda = config.speed, self.device.type == "cuda"
+        self.joint_d_forward = sp.joint_d_forward
+        self.channels_last = cuda if sp.channels_last is None else sp.channels_last
+        fused = cuda if sp.fused_adam is None else sp.fused_adam
+        self.use_graphs = cuda if sp.cuda_graphs is None else sp.cuda_graphs
+        if self.use_graphs and not cuda:
+            raise ValueError("speed.cuda_graphs needs a CUDA device")
+        if cuda:
+            torch.backends.cudnn.benchmark = True
+
         seed_everything(tc.seed)
-        self.netG = build_generator(mc).to(self.device)
-        self.netD = build_discriminator(mc).to(self.device)
-        fused = self.device.type == "cuda"
-        self.optG = torch.optim.Adam(
-            self.netG.parameters(), lr=tc.lr_g, betas=tc.betas, fused=fused
-        )
-        self.optD = torch.optim.Adam(
-            self.netD.parameters(), lr=tc.lr_d, betas=tc.betas, fused=fused
-        )
-        self.schedG = torch.optim.lr_scheduler.LambdaLR(self.optG, self._lr_factor)
-        self.schedD = torch.optim.lr_scheduler.LambdaLR(self.optD, self._lr_factor)
+        fmt = torch.channels_last if self.channels_last else torch.preserve_format
+        self.netG = build_generator(mc).to(self.device, memory_format=fmt)
+        self.netD = build_discriminator(mc).to(self.device, memory_format=fmt)
+
+        def adam(params: Any, lr: float) -> torch.optim.Adam:
+            if self.use_graphs:  # the LR lives in a device tensor the captured step reads
+                lr_t = torch.tensor(lr, device=self.device)
+                return torch.optim.Adam(
+                    params, lr=lr_t, betas=tc.betas, fused=True, capturable=True
+                )
+            return torch.optim.Adam(params, lr=lr, betas=tc.betas, fused=fused)
+
+        self.optG = adam(self.netG.parameters(), tc.lr_g)
+        self.optD = adam(self.netD.parameters(), tc.lr_d)
         self.ema_G: nn.Module | None = None
         if tc.ema_decay is not None:
             self.ema_G = copy.deepcopy(self.netG).eval()
             self.ema_G.requires_grad_(False)
         self.step = 0
+        self._graphs: tuple[Any, ...] | None = None
 
         # fixed noise for the training sample grids, independent of the training RNG stream
         gen = torch.Generator().manual_seed(tc.seed + 1)
@@ -161,16 +177,30 @@ class Trainer:
 
     # --- schedule -----------------------------------------------------------------------
 
-    def _lr_factor(self, epoch: int) -> float:
+    def _lr_factor(self, step: int) -> float:
+        """LR multiplier for generator step `step + 1`: linear from 1 to 0 over `steps`."""
         if self.cfg.train.lr_decay == "none":
             return 1.0
-        return max(0.0, 1.0 - epoch / self.cfg.train.steps)
+        return max(0.0, 1.0 - step / self.cfg.train.steps)
+
+    def _apply_lr(self) -> None:
+        """Set both optimizers' LR for the coming step (a device tensor's value under graphs)."""
+        f = self._lr_factor(self.step)
+        for opt, base in ((self.optG, self.cfg.train.lr_g), (self.optD, self.cfg.train.lr_d)):
+            for group in opt.param_groups:
+                if isinstance(group["lr"], torch.Tensor):
+                    group["lr"].fill_(base * f)
+                else:
+                    group["lr"] = base * f
 
     # --- one generator step ---------------------------------------------------------------
 
     def _real_batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.randint(len(self.data), (n,), device=self.device)
-        return scale(self.data.images[idx]), self.data.labels[idx]  # (n, C, R, R), (n,)
+        x = scale(self.data.images[idx])  # (n, C, R, R) in [-1, 1]
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, self.data.labels[idx]
 
     def _noise(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         z = torch.randn(n, self.cfg.model.z_dim, device=self.device)
@@ -179,44 +209,125 @@ class Trainer:
         return z, torch.randint(self.cfg.model.num_classes, (n,), device=self.device)
 
     def _autocast(self) -> torch.autocast:
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16)
+        # no weight-cast cache: it would hold tensors across CUDA-graph replays
+        return torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16, cache_enabled=False
+        )
 
-    def train_step(self) -> torch.Tensor:
-        """One generator step with its n_dis discriminator steps; returns the 4 losses on device."""
+    def _d_update(self) -> torch.Tensor:
+        """One discriminator update; returns (loss_D, mean D(real), mean D(fake)) on device."""
         tc = self.cfg.train
-        cond = self.cfg.model.conditional
         B = tc.batch_size
-        self.netD.requires_grad_(True)
-        for _ in range(tc.n_dis):
-            x_real, y_real = self._real_batch(B)
-            z, y_fake = self._noise(B)
-            with torch.no_grad(), self._autocast():
-                x_fake = self.netG(z, y_fake)
-            with self._autocast():
-                # D has no batch norm, so one forward on cat(real, fake) equals two forwards
-                x = torch.cat([x_real, x_fake.to(x_real.dtype)])
-                y = torch.cat([y_real, y_fake]) if cond and y_fake is not None else None
-                out = self.netD(x, y).float()  # (2B,)
-                d_real, d_fake = out[:B], out[B:]
-                loss_D = d_loss(tc.loss, d_real, d_fake)
-            self.optD.zero_grad(set_to_none=True)
-            loss_D.backward()
-            self.optD.step()
-
-        self.netD.requires_grad_(False)  # the G step needs no D parameter gradients
-        z, y_fake = self._noise(2 * B)
+        x_real, y_real = self._real_batch(B)
+        z, y_fake = self._noise(B)
+        with torch.no_grad(), self._autocast():
+            x_fake = self.netG(z, y_fake).to(x_real.dtype)
+        y_real_in = y_real if self.cfg.model.conditional else None
         with self._autocast():
-            loss_G = g_loss(tc.loss, self.netD(self.netG(z, y_fake), y_fake).float())
+            if self.joint_d_forward:
+                # D has no batch norm, so one forward on cat(real, fake) equals two forwards
+                # with the spectral norms computed once
+                y = torch.cat([y_real, y_fake]) if y_fake is not None else None
+                out = _full(self.netD(torch.cat([x_real, x_fake]), y))  # (2B,)
+                d_real, d_fake = out[:B], out[B:]
+            else:
+                with parametrize.cached():  # one power iteration per D step, as above
+                    d_real = _full(self.netD(x_real, y_real_in))
+                    d_fake = _full(self.netD(x_fake, y_fake))
+            loss_D = d_loss(tc.loss, d_real, d_fake)
+        self.optD.zero_grad(set_to_none=True)
+        loss_D.backward()
+        self.optD.step()
+        return torch.stack([loss_D.detach(), d_real.detach().mean(), d_fake.detach().mean()])
+
+    def _g_update(self) -> torch.Tensor:
+        """One generator update on 2 x batch_size samples (+ EMA); returns loss_G on device."""
+        tc = self.cfg.train
+        z, y_fake = self._noise(2 * tc.batch_size)
+        with self._autocast():
+            loss_G = g_loss(tc.loss, _full(self.netD(self.netG(z, y_fake), y_fake)))
         self.optG.zero_grad(set_to_none=True)
         loss_G.backward()
         self.optG.step()
-        self.schedG.step()
-        self.schedD.step()
         if self.ema_G is not None:
             self._update_ema()
-        return torch.stack(
-            [loss_D.detach(), loss_G.detach(), d_real.detach().mean(), d_fake.detach().mean()]
-        )
+        return loss_G.detach()
+
+    def train_step(self) -> torch.Tensor:
+        """One generator step with its n_dis discriminator steps.
+
+        Returns (loss_D, loss_G, mean D(real), mean D(fake)) on the device, unsynchronised.
+        """
+        self._apply_lr()
+        if self.use_graphs:
+            return self._graph_step()
+        self.netD.requires_grad_(True)
+        for _ in range(self.cfg.train.n_dis):
+            d = self._d_update()
+        self.netD.requires_grad_(False)  # the G step needs no D parameter gradients
+        g = self._g_update()
+        return torch.stack([d[0], g, d[1], d[2]])
+
+    # --- CUDA graphs ------------------------------------------------------------------------
+
+    def _graph_step(self) -> torch.Tensor:
+        if self._graphs is None:
+            self._graphs = self._capture()
+        graph_d, graph_g, static_d, static_g = self._graphs
+        for _ in range(self.cfg.train.n_dis):
+            graph_d.replay()
+        graph_g.replay()
+        return torch.stack([static_d[0], static_g, static_d[1], static_d[2]])
+
+    def _capture(self) -> tuple[torch.cuda.CUDAGraph, torch.cuda.CUDAGraph, Any, Any]:
+        """Capture the whole D update and G update as two CUDA graphs.
+
+        Warm-up iterations run on a side stream first (as capture requires), then every
+        weight, buffer and optimizer state is restored, so the warm-up changes nothing. Noise
+        and batch indices are drawn inside the graphs (graph-safe RNG), the power iterations
+        update u in place on every replay, and the LR is read from device tensors.
+        """
+        snapshot = self._snapshot()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                self.netD.requires_grad_(True)
+                self._d_update()
+                self.netD.requires_grad_(False)
+                self._g_update()
+        torch.cuda.current_stream().wait_stream(side)
+        self._restore(snapshot)
+
+        self.optD.zero_grad(set_to_none=True)  # backward allocates grads from the graph pool
+        self.optG.zero_grad(set_to_none=True)
+        graph_d, graph_g = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
+        self.netD.requires_grad_(True)
+        with torch.cuda.graph(graph_d):
+            static_d = self._d_update()
+        self.netD.requires_grad_(False)
+        with torch.cuda.graph(graph_g, pool=graph_d.pool()):
+            static_g = self._g_update()
+        return graph_d, graph_g, static_d, static_g
+
+    def _state_tensors(self) -> list[torch.Tensor]:
+        nets = [self.netG, self.netD] + ([self.ema_G] if self.ema_G is not None else [])
+        out = [t for net in nets for t in (*net.parameters(), *net.buffers())]
+        for opt in (self.optG, self.optD):
+            for st in opt.state.values():
+                out.extend(v for v in st.values() if isinstance(v, torch.Tensor))
+        return out
+
+    def _snapshot(self) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        return {id(t): (t, t.detach().clone()) for t in self._state_tensors()}
+
+    @torch.no_grad()
+    def _restore(self, snapshot: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> None:
+        for t in self._state_tensors():
+            if id(t) in snapshot:
+                t.copy_(snapshot[id(t)][1])
+            else:  # optimizer state first created by the warm-up: a fresh Adam state is zero
+                t.zero_()
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -238,7 +349,7 @@ class Trainer:
         self._last_flush_time, self._last_flush_step = time.perf_counter(), self.step
         last_ckpt: Path | None = None
         while self.step < tc.steps:
-            lr = self.optG.param_groups[0]["lr"]
+            lr = self.cfg.train.lr_g * self._lr_factor(self.step)
             losses = self.train_step()
             self.step += 1
             self._pending.append((self.step, losses, lr))
@@ -265,7 +376,7 @@ class Trainer:
     def _flush_metrics(self) -> None:
         if not self._pending:
             return
-        values = torch.stack([p[1] for p in self._pending]).float().cpu()  # one sync
+        values = torch.stack([p[1] for p in self._pending]).double().cpu()  # one sync
         now = time.perf_counter()
         rate = (self.step - self._last_flush_step) / max(now - self._last_flush_time, 1e-9)
         self._last_flush_time, self._last_flush_step = now, self.step
@@ -325,8 +436,9 @@ class Trainer:
             "ema_G": self.ema_G.state_dict() if self.ema_G is not None else None,
             "optG": self.optG.state_dict(),
             "optD": self.optD.state_dict(),
-            "schedG": self.schedG.state_dict(),
-            "schedD": self.schedD.state_dict(),
+            # the LR is a function of the step: linear decay to 0 over `steps` (or constant)
+            "schedG": {"kind": self.cfg.train.lr_decay, "base_lr": self.cfg.train.lr_g},
+            "schedD": {"kind": self.cfg.train.lr_decay, "base_lr": self.cfg.train.lr_d},
             "rng_cpu": torch.get_rng_state(),
             "rng_python": list(random.getstate()[1]),
             "rng_python_version": random.getstate()[0],
@@ -340,10 +452,11 @@ class Trainer:
         self.netD.load_state_dict(state["netD"])
         if self.ema_G is not None and state.get("ema_G") is not None:
             self.ema_G.load_state_dict(state["ema_G"])
-        self.optG.load_state_dict(state["optG"])
-        self.optD.load_state_dict(state["optD"])
-        self.schedG.load_state_dict(state["schedG"])
-        self.schedD.load_state_dict(state["schedD"])
+        for opt, saved in ((self.optG, state["optG"]), (self.optD, state["optD"])):
+            lrs = [g["lr"] for g in opt.param_groups]  # keep this run's LR holders
+            opt.load_state_dict(saved)
+            for g, lr in zip(opt.param_groups, lrs, strict=True):
+                g["lr"] = lr
         self.step = int(state["step"])
         torch.set_rng_state(state["rng_cpu"].cpu())
         random.setstate((state["rng_python_version"], tuple(state["rng_python"]), None))
@@ -364,6 +477,11 @@ class Trainer:
             if step not in keep:
                 remove_checkpoint(path)
                 self.sinks.on_checkpoint_removed(step, path)
+
+
+def _full(x: torch.Tensor) -> torch.Tensor:
+    """Losses in at least fp32: bf16 autocast outputs are upcast, fp64 stays fp64."""
+    return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
 
 
 def _finite(v: float) -> bool:

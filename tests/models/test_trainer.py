@@ -77,7 +77,10 @@ def test_linear_lr_decay_reaches_zero(tmp_path):
     trainer.fit()
     assert rec.metrics[1]["lr"] == pytest.approx(2e-4)
     assert rec.metrics[11]["lr"] == pytest.approx(2e-4 * (1 - 10 / 20))
-    assert trainer.optG.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    assert rec.metrics[20]["lr"] == pytest.approx(2e-4 / 20)  # the last step's LR
+    assert trainer.optG.param_groups[0]["lr"] == pytest.approx(2e-4 / 20)
+    assert trainer.optD.param_groups[0]["lr"] == pytest.approx(2e-4 / 20)
+    assert trainer._lr_factor(20) == 0.0  # where the line ends
     assert trainer.optD.param_groups[0]["betas"] == (0.0, 0.9)
 
 
