@@ -245,3 +245,14 @@ def api(stack: Stack, owner: str) -> Iterator[httpx.Client]:
     """A client holding an API key of `owner`."""
     with stack.client(stack.new_key(owner)) as client:
         yield client
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed service test shows the end of its stack's API and worker logs."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    stack = getattr(item, "funcargs", {}).get("stack")
+    if report.failed and isinstance(stack, Stack):
+        for name in ("api", "worker"):
+            report.sections.append((f"{stack.kind} {name} log (last lines)", stack.log_tail(name)))
