@@ -182,7 +182,7 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if gpu else f"CPU ({torch.get_num_threads()} threads)"
     print(
         f"device: {name}; torch {torch.__version__}; peak {peak_dtype} matmul "
-        f"{peak / 1e12:.1f} TFLOP/s; widths {'paper' if width is None else width}; "
+        f"{peak / 1e12:.2f} TFLOP/s; widths {'paper' if width is None else width}; "
         f"{steps} timed steps after {warmup} warm-up"
     )
     print()
@@ -207,7 +207,11 @@ def main() -> None:
             eager.train.precision = "fp32"
             modes.append(("ours (eager fp32)", eager))
         for label, c in modes:
-            rate, flops = trainer_steps_per_s(c, dataset, device, warmup, steps)
+            try:
+                rate, flops = trainer_steps_per_s(c, dataset, device, warmup, steps)
+            except Exception as e:  # report the row, keep measuring the others
+                print(f"| {arch} | {B} | {n_dis} | {label} | failed: {e!r} | | | |")
+                continue
             rows.append((label, rate, flops))
         for label, rate, flops in rows:
             tf = f"{flops / 1e12:.2f}" if flops else ""
