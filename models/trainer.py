@@ -288,6 +288,7 @@ class Trainer:
         update u in place on every replay, and the LR is read from device tensors.
         """
         snapshot = self._snapshot()
+        rng = torch.cuda.get_rng_state(self.device)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
@@ -298,6 +299,9 @@ class Trainer:
                 self._g_update()
         torch.cuda.current_stream().wait_stream(side)
         self._restore(snapshot)
+        # replays draw from the generator's offset like eager calls do: with the warm-up's
+        # draws undone, the graphs see exactly the noise and batches the eager loop would
+        torch.cuda.set_rng_state(rng, self.device)
 
         self.optD.zero_grad(set_to_none=True)  # backward allocates grads from the graph pool
         self.optG.zero_grad(set_to_none=True)

@@ -28,20 +28,27 @@ def _cfg(speed: SpeedConfig, **train):
 
 
 def test_graphs_compute_what_the_eager_loop_computes(tmp_path):
+    """Same seed, fp32, deterministic cuDNN: replays draw the same noise and batches as the
+    eager loop, so the losses agree (up to rounding that Adam amplifies after a few steps)."""
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.deterministic = True
     runs = {}
-    for mode, graphs in (("graphs", True), ("eager", False)):
-        speed = SpeedConfig(channels_last=False, fused_adam=True, cuda_graphs=graphs)
-        rec = Recorder()
-        trainer = Trainer(_cfg(speed, precision="fp32"), tmp_path / mode, sinks=rec, device="cuda")
-        trainer.fit()
-        runs[mode] = losses(rec)
+    try:
+        for mode, graphs in (("graphs", True), ("eager", False)):
+            speed = SpeedConfig(channels_last=False, fused_adam=True, cuda_graphs=graphs)
+            rec = Recorder()
+            trainer = Trainer(
+                _cfg(speed, precision="fp32"), tmp_path / mode, sinks=rec, device="cuda"
+            )
+            trainer.fit()
+            runs[mode] = losses(rec)
+    finally:
+        torch.backends.cudnn.deterministic = False
     assert len(runs["graphs"]) == 20
-    # different RNG streams (noise drawn inside the graph), so compare the trajectories'
-    # first steps loosely and the whole run for sanity
-    for a, b in zip(runs["graphs"][:2], runs["eager"][:2], strict=True):
-        assert a[0] == pytest.approx(b[0], rel=0.05)
+    print("graphs", runs["graphs"][:4], "eager", runs["eager"][:4])
+    for a, b in zip(runs["graphs"][:3], runs["eager"][:3], strict=True):
+        assert a == pytest.approx(b, rel=1e-3)
     assert all(math.isfinite(v) for row in runs["graphs"] for v in row)
 
 
