@@ -1,29 +1,43 @@
 """Pure-PyTorch SN-GAN (Miyato et al. 2018): layers, the paper's architectures, losses,
 trainer, checkpoints, data and evaluation. Imports no web, database or queue library."""
 
-from .checkpoint import (
-    CheckpointError,
-    latest_valid_checkpoint,
-    list_checkpoints,
-    load_checkpoint,
-    load_generator,
-    verify_checkpoint,
-)
-from .config import (
-    ARCHS,
-    DataSpec,
-    EvalConfig,
-    ModelConfig,
-    RunConfig,
-    SpeedConfig,
-    TrainConfig,
-)
-from .data import DatasetError, ImageDataset, load_dataset, synthetic_shapes
-from .evaluation import EvaluationUnavailable, check_evaluation_available
-from .generate import generate_images, image_grid, save_png
-from .nets import build_discriminator, build_generator, count_parameters
-from .trainer import DivergedError, Trainer, TrainerSinks, TrainResult
+from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# public name -> submodule; imported lazily so the torch-free parts (models.sources) stay light
+_EXPORTS = {
+    "ARCHS": "config",
+    "CheckpointError": "checkpoint",
+    "DataSpec": "config",
+    "DatasetError": "data",
+    "DivergedError": "trainer",
+    "EvalConfig": "config",
+    "EvaluationUnavailable": "evaluation",
+    "ImageDataset": "data",
+    "ModelConfig": "config",
+    "RunConfig": "config",
+    "SpeedConfig": "config",
+    "TrainConfig": "config",
+    "TrainResult": "trainer",
+    "Trainer": "trainer",
+    "TrainerSinks": "trainer",
+    "build_discriminator": "nets",
+    "build_generator": "nets",
+    "check_evaluation_available": "evaluation",
+    "count_parameters": "nets",
+    "generate_images": "generate",
+    "image_grid": "generate",
+    "latest_valid_checkpoint": "checkpoint",
+    "list_checkpoints": "checkpoint",
+    "load_checkpoint": "checkpoint",
+    "load_dataset": "data",
+    "load_generator": "checkpoint",
+    "save_png": "generate",
+    "synthetic_shapes": "data",
+    "verify_checkpoint": "checkpoint",
+}
 __all__ = [
     "ARCHS",
     "CheckpointError",
@@ -55,3 +69,34 @@ __all__ = [
     "synthetic_shapes",
     "verify_checkpoint",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if TYPE_CHECKING:
+    from .checkpoint import (
+        CheckpointError,
+        latest_valid_checkpoint,
+        list_checkpoints,
+        load_checkpoint,
+        load_generator,
+        verify_checkpoint,
+    )
+    from .config import (
+        ARCHS,
+        DataSpec,
+        EvalConfig,
+        ModelConfig,
+        RunConfig,
+        SpeedConfig,
+        TrainConfig,
+    )
+    from .data import DatasetError, ImageDataset, load_dataset, synthetic_shapes
+    from .evaluation import EvaluationUnavailable, check_evaluation_available
+    from .generate import generate_images, image_grid, save_png
+    from .nets import build_discriminator, build_generator, count_parameters
+    from .trainer import DivergedError, Trainer, TrainerSinks, TrainResult

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import DataSpec
+from .sources import builtin_candidates, find_builtin
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
@@ -51,6 +52,8 @@ def scale(images_u8: torch.Tensor) -> torch.Tensor:
 
 def load_dataset(spec: DataSpec, resolution: int, channels: int | None = None) -> ImageDataset:
     """Load `spec` at `resolution`; `channels` (1 or 3) converts when given."""
+    arr: np.ndarray
+    labels: np.ndarray | None
     if spec.source == "synthetic":
         arr, labels = synthetic_shapes(spec.num_images, resolution, seed=0)
     elif spec.source == "cifar10":
@@ -90,19 +93,19 @@ def _existing(path: Path) -> Path:
     return path
 
 
-def _first_dir_with(root: Path, candidates: list[str], marker: str) -> Path:
-    looked = [root / c / marker for c in candidates]
-    for p in looked:
-        if p.exists():
-            return p.parent
-    raise DatasetError("dataset files not found; looked for: " + ", ".join(str(p) for p in looked))
+def _builtin_dir(source: str, root: Path) -> Path:
+    found = find_builtin(source, root)
+    if found is None:
+        looked = builtin_candidates(source, root)
+        raise DatasetError(
+            f"{source} files not found; looked for: " + ", ".join(str(p) for p in looked)
+        )
+    return found
 
 
 def _read_cifar10(root: Path) -> tuple[np.ndarray, np.ndarray]:
     """The standard python-pickle batches (cifar-10-batches-py/data_batch_1..5)."""
-    d = _first_dir_with(
-        root, ["", "cifar-10-batches-py", "cifar10/cifar-10-batches-py"], "data_batch_1"
-    )
+    d = _builtin_dir("cifar10", root)
     xs, ys = [], []
     for i in range(1, 6):
         path = d / f"data_batch_{i}"
@@ -117,7 +120,7 @@ def _read_cifar10(root: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def _read_stl10(root: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """The standard binaries: train_X.bin + train_y.bin (labelled) or unlabeled_X.bin."""
-    d = _first_dir_with(root, ["", "stl10_binary", "stl10/stl10_binary"], "train_X.bin")
+    d = _builtin_dir("stl10", root)
 
     def read_x(path: Path) -> np.ndarray:
         # column-major 96x96 planes: (N, 3, 96, 96) transposed
@@ -157,13 +160,13 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 def _decode(data: bytes | Path, resolution: int) -> np.ndarray:
     from PIL import Image
 
-    with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as im:
-        im = im.convert("L" if im.mode in ("1", "L", "I;16", "I") else "RGB")
-        side = min(im.size)
-        left, top = (im.width - side) // 2, (im.height - side) // 2
-        im = im.crop((left, top, left + side, top + side))
-        im = im.resize((resolution, resolution), Image.Resampling.BICUBIC)
-        arr = np.asarray(im, dtype=np.uint8)
+    with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as src:
+        im = src.convert("L" if src.mode in ("1", "L", "I;16", "I") else "RGB")
+    side = min(im.size)
+    left, top = (im.width - side) // 2, (im.height - side) // 2
+    im = im.crop((left, top, left + side, top + side))
+    im = im.resize((resolution, resolution), Image.Resampling.BICUBIC)
+    arr = np.asarray(im, dtype=np.uint8)
     return arr[:, :, None] if arr.ndim == 2 else arr
 
 

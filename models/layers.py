@@ -19,7 +19,9 @@ def sn(module: nn.Module) -> nn.Module:
 
 
 def _xavier(m: nn.Module) -> None:
-    nn.init.xavier_uniform_(m.weight)
+    weight = m.weight
+    assert isinstance(weight, torch.Tensor)
+    nn.init.xavier_uniform_(weight)
     bias = getattr(m, "bias", None)
     if bias is not None:
         nn.init.zeros_(bias)

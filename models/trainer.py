@@ -143,9 +143,11 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
 
         seed_everything(tc.seed)
-        fmt = torch.channels_last if self.channels_last else torch.preserve_format
-        self.netG = build_generator(mc).to(self.device, memory_format=fmt)
-        self.netD = build_discriminator(mc).to(self.device, memory_format=fmt)
+        self.netG = build_generator(mc).to(self.device)
+        self.netD = build_discriminator(mc).to(self.device)
+        if self.channels_last:  # 4-D weights only; linears and embeddings are unaffected
+            self.netG.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            self.netD.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
         def adam(params: Any, lr: float) -> torch.optim.Adam:
             if self.use_graphs:  # the LR lives in a device tensor the captured step reads
@@ -336,8 +338,9 @@ class Trainer:
     @torch.no_grad()
     def _update_ema(self) -> None:
         assert self.ema_G is not None and self.cfg.train.ema_decay is not None
-        ema_p = list(self.ema_G.parameters())
-        torch._foreach_lerp_(ema_p, list(self.netG.parameters()), 1.0 - self.cfg.train.ema_decay)
+        ema_p: list[torch.Tensor] = list(self.ema_G.parameters())
+        params: list[torch.Tensor] = list(self.netG.parameters())
+        torch._foreach_lerp_(ema_p, params, 1.0 - self.cfg.train.ema_decay)
         for b_ema, b in zip(self.ema_G.buffers(), self.netG.buffers(), strict=True):
             b_ema.copy_(b)  # BN statistics are copied, not averaged
 
@@ -359,9 +362,9 @@ class Trainer:
             self._pending.append((self.step, losses, lr))
             s = self.step
             final = s == tc.steps
-            ckpt_due = final or s % self.cfg.checkpoint_every == 0
-            sample_due = final or s % self.cfg.sample_every == 0
-            eval_due = self.cfg.eval.every > 0 and (final or s % self.cfg.eval.every == 0)
+            ckpt_due = final or _every(s, self.cfg.checkpoint_every)
+            sample_due = final or _every(s, self.cfg.sample_every)
+            eval_due = self.cfg.eval.every > 0 and (final or _every(s, self.cfg.eval.every))
             stop = self.sinks.should_stop()
             if stop or ckpt_due or sample_due or eval_due or len(self._pending) >= tc.log_every:
                 self._flush_metrics()
@@ -481,6 +484,12 @@ class Trainer:
             if step not in keep:
                 remove_checkpoint(path)
                 self.sinks.on_checkpoint_removed(step, path)
+
+
+def _every(step: int, period: int) -> bool:
+    """Whether a periodic action is due; a period of 0 turns it off (the last step still
+    gets its checkpoint and grid)."""
+    return period > 0 and step % period == 0
 
 
 def _full(x: torch.Tensor) -> torch.Tensor:

@@ -100,3 +100,19 @@ def test_synthetic_is_deterministic_and_balanced():
     assert np.bincount(la).min() > 70
     ds = load_dataset(DataSpec(source="synthetic", num_images=100), 48)
     assert tuple(ds.images.shape) == (100, 3, 48, 48) and ds.num_classes == 4
+
+
+def test_builtin_layouts_are_known_without_torch(tmp_path):
+    """The API checks for CIFAR-10/STL-10 files with models.sources, which loads no torch."""
+    import subprocess
+    import sys
+
+    code = "import sys, models.sources; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    from models.sources import builtin_candidates, find_builtin
+
+    assert find_builtin("cifar10", tmp_path) is None
+    marker = builtin_candidates("cifar10", tmp_path)[1]
+    marker.parent.mkdir(parents=True)
+    marker.write_bytes(b"")
+    assert find_builtin("cifar10", tmp_path) == tmp_path / "cifar-10-batches-py"

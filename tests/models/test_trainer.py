@@ -172,3 +172,12 @@ def test_should_stop_writes_a_checkpoint_of_the_current_step(tmp_path):
     result = Trainer(tiny_config(), tmp_path, sinks=rec, device="cpu").fit()
     assert result.stopped and result.step == 3
     assert rec.checkpoints[-1][0] == 3
+
+
+def test_zero_periods_turn_periodic_checkpoints_and_grids_off(tmp_path):
+    rec = Recorder()
+    Trainer(
+        tiny_config(checkpoint_every=0, sample_every=0), tmp_path, sinks=rec, device="cpu"
+    ).fit()
+    assert [c[0] for c in rec.checkpoints] == [20]  # the last step always gets one
+    assert rec.grids == [20]
