@@ -16,6 +16,7 @@ bf16 (GPU) or fp32 (CPU) matmul rate measured in the same run.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -40,6 +41,7 @@ from models import (  # noqa: E402
     synthetic_shapes,
 )
 
+BASELINE = "baseline (hook SN, fp32, 2 D fwd)"
 # (arch, batch size, n_dis) as the paper and the reference measurements use them
 SETTINGS = {"cnn32": (128, 1), "resnet32": (64, 5)}
 
@@ -170,6 +172,7 @@ def main() -> None:
         help="g_ch = d_ch for both archs (default: the paper's on GPU, 32 on CPU)",
     )
     ap.add_argument("--eager", action="store_true", help="also time our trainer in eager mode")
+    ap.add_argument("--repeats", type=int, default=None, help="default: 1 GPU, 3 CPU")
     args = ap.parse_args()
     device = torch.device(
         ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
@@ -177,16 +180,19 @@ def main() -> None:
     gpu = device.type == "cuda"
     steps = args.steps or (100 if gpu else 10)
     warmup = args.warmup or (20 if gpu else 3)
+    repeats = args.repeats or (1 if gpu else 3)
     width = args.width if args.width is not None else (None if gpu else 32)
     peak, peak_dtype = peak_matmul_flops(device)
+    unit = 1e12 if gpu else 1e9
+    unit_name = "TFLOP" if gpu else "GFLOP"
     name = torch.cuda.get_device_name(device) if gpu else f"CPU ({torch.get_num_threads()} threads)"
     print(
         f"device: {name}; torch {torch.__version__}; peak {peak_dtype} matmul "
-        f"{peak / 1e12:.2f} TFLOP/s; widths {'paper' if width is None else width}; "
-        f"{steps} timed steps after {warmup} warm-up"
+        f"{peak / unit:.2f} {unit_name}/s; widths {'paper' if width is None else width}; "
+        f"{steps} timed steps after {warmup} warm-up; median of {repeats} interleaved runs"
     )
     print()
-    print("| model | batch | n_dis | loop | steps/s | vs baseline | TFLOP/step | of peak |")
+    print(f"| model | batch | n_dis | loop | steps/s | vs baseline | {unit_name}/step | of peak |")
     print("|---|---|---|---|---|---|---|---|")
     for arch in args.archs.split(","):
         B, n_dis = SETTINGS[arch]
@@ -199,22 +205,28 @@ def main() -> None:
         images, labels = synthetic_shapes(10_000, cfg.model.resolution)
         dataset = ImageDataset(torch.from_numpy(images), torch.from_numpy(labels), 4)
         data = dataset.images.to(device)
-        base = baseline_steps_per_s(cfg, data, device, warmup, steps)
-        rows = [("baseline (hook SN, fp32, 2 D fwd)", base, None)]
         modes = [("ours (default fast path)", cfg)]
         if args.eager or not gpu:
             eager = RunConfig.from_dict({**cfg.to_dict(), "speed": vars(SpeedConfig.eager())})
             eager.train.precision = "fp32"
             modes.append(("ours (eager fp32)", eager))
-        for label, c in modes:
-            try:
-                rate, flops = trainer_steps_per_s(c, dataset, device, warmup, steps)
-            except Exception as e:  # report the row, keep measuring the others
-                print(f"| {arch} | {B} | {n_dis} | {label} | failed: {e!r} | | | |")
-                continue
-            rows.append((label, rate, flops))
+        # interleave the loops and keep each one's median, so drift in the machine's load
+        # affects all of them alike
+        rates: dict[str, list[float]] = {BASELINE: []}
+        flops_of: dict[str, float] = {}
+        for _ in range(repeats):
+            rates[BASELINE].append(baseline_steps_per_s(cfg, data, device, warmup, steps))
+            for label, c in modes:
+                try:
+                    rate, flops_of[label] = trainer_steps_per_s(c, dataset, device, warmup, steps)
+                except Exception as e:  # report the row, keep measuring the others
+                    print(f"| {arch} | {B} | {n_dis} | {label} | failed: {e!r} | | | |")
+                    continue
+                rates.setdefault(label, []).append(rate)
+        base = statistics.median(rates[BASELINE])
+        rows = [(label, statistics.median(r), flops_of.get(label)) for label, r in rates.items()]
         for label, rate, flops in rows:
-            tf = f"{flops / 1e12:.2f}" if flops else ""
+            tf = f"{flops / unit:.2f}" if flops else ""
             frac = f"{rate * flops / peak:.1%}" if flops else ""
             print(
                 f"| {arch} | {B} | {n_dis} | {label} | {rate:.2f} | {rate / base:.2f}x | "
