@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from app.config import get_settings
 from app.db import get_session
 from app.errors import ApiError
+from app.ratelimit import check_rate
 from app.tables import ApiKey, utcnow
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,8 @@ def current_principal(
     principal = verify_api_key(session, credentials.credentials)
     if principal is None:
         raise _unauthorized("invalid or revoked API key")
+    assert principal.key_id is not None
+    check_rate(principal.key_id, get_settings().rate_limit_per_minute)
     return principal
 
 

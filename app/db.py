@@ -43,8 +43,11 @@ def get_engine(url: str | None = None) -> Engine:
         return engine
     connect_args: dict[str, Any] = {}
     if parsed.get_backend_name() == "postgresql":
-        connect_args["connect_timeout"] = 5
-    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+        # A database that is down answers a request with a 503 within seconds, not a hang:
+        # short connect and pool waits, and pooled connections checked before use (a restart
+        # leaves them dead).
+        connect_args["connect_timeout"] = 3
+    return create_engine(url, pool_pre_ping=True, pool_timeout=10, connect_args=connect_args)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

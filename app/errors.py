@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,30 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """The database refused, dropped or timed out a connection: a 503 at once (the engine's
+    short connect timeout bounds the wait), never a hang or a bare 500."""
+    if isinstance(exc, sa_exc.DBAPIError) and not (
+        exc.connection_invalidated
+        or isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError)
+    ):
+        return await _unhandled(request, exc)  # a bug (integrity, syntax), not an outage
+    log.warning(
+        "database unavailable on %s %s: %s",
+        request.method,
+        request.url.path,
+        str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+    )
+    return JSONResponse(
+        error_body(
+            "database_unavailable",
+            "the database is unreachable right now; retry in a few seconds",
+        ),
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )
+
+
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return JSONResponse(
@@ -120,4 +145,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(sa_exc.DBAPIError, _database_unavailable)
+    app.add_exception_handler(sa_exc.TimeoutError, _database_unavailable)  # pool exhausted
     app.add_exception_handler(Exception, _unhandled)

@@ -84,8 +84,10 @@ class TrainSpec(BaseModel):
     batch_size: Annotated[int, Field(ge=1), at_most("max_batch_size")] = 64
     n_dis: Annotated[int, Field(ge=1), at_most("max_n_dis")] = 5
     loss: Literal["hinge", "ns"] = "hinge"
-    lr_g: float = Field(default=2e-4, gt=0, le=1)
-    lr_d: float = Field(default=2e-4, gt=0, le=1)
+    # No upper bound: a learning rate too large to train diverges, and the job ends
+    # `failed` with code `diverged` and its last good checkpoint.
+    lr_g: float = Field(default=2e-4, gt=0, allow_inf_nan=False)
+    lr_d: float = Field(default=2e-4, gt=0, allow_inf_nan=False)
     betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (
         0.0,
         0.9,

@@ -6,13 +6,14 @@ never loads torch or touches CUDA.
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -40,6 +41,7 @@ from worker.sinks import DatabaseSinks, Heartbeat
 log = logging.getLogger(__name__)
 
 SYNTHETIC_DEFAULT_IMAGES = 10_000
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,22 @@ def run_claimed(lease: Lease, settings: Settings | None = None) -> None:
     except (DatasetError, EvaluationUnavailable) as e:
         code = "dataset_error" if isinstance(e, DatasetError) else "eval_unavailable"
         _finish(sessions, lease, settings, "failed", code, str(e))
+    except OSError as e:
+        if e.errno not in _DISK_FULL:
+            log.exception("job %s failed", job_id)
+            _best_effort_flush(sinks)
+            _finish(
+                sessions, lease, settings, "failed", "internal_error", f"{type(e).__name__}: {e}"
+            )
+            return
+        # the atomic writes removed their temp file; the checkpoints written before are intact
+        log.error("job %s: out of disk space: %s", job_id, e)
+        _best_effort_flush(sinks)
+        message = (
+            f"out of disk space at step {sinks.step} writing {e.filename or 'the job directory'} "
+            f"({e.strerror}); the previous checkpoints are kept: free space, then resume the job"
+        )
+        _finish(sessions, lease, settings, "failed", "disk_full", message)
     except Exception as e:
         log.exception("job %s failed", job_id)
         _best_effort_flush(sinks)
@@ -163,11 +181,17 @@ def choose_resume_point(
             c.step: c
             for c in session.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id))
         }
+        stored_up_to = session.scalar(select(func.max(Metric.step)).where(Metric.job_id == job_id))
     on_disk = dict(list_checkpoints(settings.job_dir(job_id) / "checkpoints"))
     chosen: tuple[int, Path] | None = None
     bad: list[int] = []
     for step in sorted(set(rows) | set(on_disk), reverse=True):
         row = rows.get(step)
+        if row is None and (stored_up_to or 0) < step:
+            # written, but the worker died before recording it with the metric points up to
+            # its step: resuming there would leave those steps without points
+            log.info("job %s: checkpoint %d was never recorded; not resuming from it", job_id, step)
+            continue
         path = settings.data_dir / row.path if row is not None else on_disk[step]
         try:
             verify_checkpoint(path, row.sha256 if row is not None else None)
