@@ -69,6 +69,12 @@ class Settings(BaseSettings):
     )
     batch_max_size: int = Field(default=64, description="Most images generated in one batch.")
     batching: bool = Field(default=True, description="Batch concurrent sample requests.")
+    generation_chunk: int = Field(
+        default=8,
+        ge=1,
+        description="Images per generator forward (batches are split and padded to it, so "
+        "an image never depends on its batch); part of what makes samples reproducible.",
+    )
 
     # --- worker ------------------------------------------------------------------------
     heartbeat_interval_s: float = Field(default=5.0, description="Worker heartbeat period.")

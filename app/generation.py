@@ -1,21 +1,34 @@
 """Images generated on request from a job's checkpoint.
 
 The only module of app/ that uses torch, and it imports it (and models/) lazily, so the API
-starts fast on hosts without it. Generators are kept in a small LRU cache; generation runs in
-the route's worker thread, never on the event loop. Output bytes depend only on (checkpoint,
-seed, n, labels, ema, format): noise is drawn on the CPU from the seed and PNGs are written
-with fixed settings and no metadata.
+starts fast on hosts without it. Generators are kept in a small LRU cache.
+
+Concurrent requests for the same generator are batched: each device has one thread that
+runs the forward passes, off the event loop; a request waits at most ``batch_max_wait_ms``
+for others, and up to ``batch_max_size`` images go through the generator together. Each
+request's noise (and labels) are drawn on the CPU from its own seed and concatenated, and it
+gets back its own slice.
+
+Output bytes depend only on (checkpoint, seed, n, labels, ema, format), batched or not. A
+forward pass's float results depend on the batch's shape (oneDNN and cuDNN pick kernels and
+split work by shape), and a 1e-6 difference can flip a rounded pixel, so every forward runs
+on exactly ``generation_chunk`` images, padded with zeros: an image's pixels then never
+depend on which other requests shared its batch, or on where in it they sat. PNGs are
+written with fixed settings and no metadata.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import os
 import threading
+import time
 import zipfile
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,6 +46,8 @@ MEDIA_TYPES = {
     "npy": "application/octet-stream",
 }
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed, so archives are byte-identical
+
+CacheKey = tuple[str, str, bool]
 
 
 class UnusableCheckpoint(Exception):
@@ -52,9 +67,9 @@ class GeneratorCache:
 
     def __init__(self, size: int) -> None:
         self.size = max(1, size)
-        self._items: OrderedDict[tuple[str, str, bool], tuple[Any, Any]] = OrderedDict()
+        self._items: OrderedDict[CacheKey, tuple[Any, Any]] = OrderedDict()
         self._lock = threading.Lock()
-        self._loading: dict[tuple[str, str, bool], threading.Lock] = {}
+        self._loading: dict[CacheKey, threading.Lock] = {}
 
     def get(self, path: Path, sha256: str, ema: bool, device: str) -> tuple[Any, Any]:
         key = (str(path), sha256, ema)
@@ -88,18 +103,166 @@ class GeneratorCache:
             self._items.clear()
 
 
+@dataclass(frozen=True)
+class Generated:
+    """One request's images and the batch they were generated in."""
+
+    images: np.ndarray  # uint8 (N, H, W, C)
+    batch_images: int  # images of every request in the batch (padding not counted)
+    batch_requests: int
+    leader: bool  # the batch's first request: the one that reports the batch in metrics
+
+
+@dataclass
+class _Request:
+    key: CacheKey
+    netG: Any
+    z: Any  # torch.Tensor (n, z_dim), on the CPU
+    y: Any  # torch.Tensor (n,) or None
+    future: Future[Generated] = field(default_factory=Future)
+    enqueued: float = field(default_factory=time.monotonic)
+
+    @property
+    def n(self) -> int:
+        return int(self.z.shape[0])
+
+
+class Batcher:
+    """The forward passes of one device, run by one thread, requests batched per generator.
+
+    A batch takes the oldest waiting request, waits until `max_wait_s` after it arrived (or
+    until `max_size` images are waiting) for requests to the same generator, and takes them
+    in arrival order while they fit. A request larger than `max_size` runs alone. With
+    `batching` off each request is a batch of its own and nobody waits.
+    """
+
+    def __init__(
+        self, device: str, *, batching: bool, max_wait_s: float, max_size: int, chunk: int
+    ) -> None:
+        self.device = device
+        self.batching = batching
+        self.max_wait_s = max(0.0, max_wait_s)
+        self.max_size = max(1, max_size)
+        self.chunk = max(1, chunk)
+        self._cond = threading.Condition()
+        self._pending: OrderedDict[CacheKey, deque[_Request]] = OrderedDict()
+        self._thread = threading.Thread(target=self._run, name=f"generation-{device}", daemon=True)
+        self._thread.start()
+
+    def submit(self, key: CacheKey, netG: Any, z: Any, y: Any) -> Future[Generated]:
+        request = _Request(key, netG, z, y)
+        with self._cond:
+            self._pending.setdefault(key, deque()).append(request)
+            self._cond.notify()
+        return request.future
+
+    def _next_batch(self) -> list[_Request]:
+        with self._cond:
+            while not self._pending:
+                self._cond.wait()
+            key, queue = next(iter(self._pending.items()))  # the generator waiting longest
+            if self.batching:
+                deadline = queue[0].enqueued + self.max_wait_s
+                while sum(r.n for r in queue) < self.max_size:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+            batch = [queue.popleft()]
+            total = batch[0].n
+            while self.batching and queue and total + queue[0].n <= self.max_size:
+                total += queue[0].n
+                batch.append(queue.popleft())
+            del self._pending[key]
+            if queue:  # the rest waits behind other generators' requests
+                self._pending[key] = queue
+            return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._next_batch()
+            try:
+                self._forward(batch)
+            except BaseException as e:  # the callers get the error; this thread goes on
+                for request in batch:
+                    if not request.future.done():
+                        request.future.set_exception(e)
+
+    def _forward(self, batch: list[_Request]) -> None:
+        import torch
+
+        from models.generate import to_uint8
+
+        netG = batch[0].netG
+        z = torch.cat([r.z for r in batch])  # (B, z_dim)
+        y = None if batch[0].y is None else torch.cat([r.y for r in batch])
+        total, chunk = z.shape[0], self.chunk
+        padded = -total % chunk
+        if padded:
+            z = torch.cat([z, z.new_zeros(padded, z.shape[1])])
+            y = None if y is None else torch.cat([y, y.new_zeros(padded)])
+        images: list[np.ndarray] = []
+        done = 0  # images generated so far
+        ready = 0  # requests answered so far
+        with torch.no_grad():
+            for start in range(0, z.shape[0], chunk):
+                zc = z[start : start + chunk].to(self.device)
+                yc = None if y is None else y[start : start + chunk].to(self.device)
+                images.append(to_uint8(netG(zc, yc)))  # (chunk, H, W, C)
+                done += chunk
+                # answer each request as soon as its last image exists
+                while ready < len(batch) and sum(r.n for r in batch[: ready + 1]) <= done:
+                    first = sum(r.n for r in batch[:ready])
+                    out = np.concatenate(images) if len(images) > 1 else images[0]
+                    batch[ready].future.set_result(
+                        Generated(
+                            np.ascontiguousarray(out[first : first + batch[ready].n]),
+                            total,
+                            len(batch),
+                            leader=ready == 0,
+                        )
+                    )
+                    ready += 1
+
+
 _cache: GeneratorCache | None = None
-_cache_lock = threading.Lock()
-# one generation at a time per process: torch already uses every core for one batch
-_run_lock = threading.Lock()
+_batchers: dict[str, Batcher] = {}
+_encoders: ThreadPoolExecutor | None = None
+_lock = threading.Lock()
 
 
 def generator_cache() -> GeneratorCache:
     global _cache
-    with _cache_lock:
+    with _lock:
         if _cache is None:
             _cache = GeneratorCache(get_settings().generator_cache_size)
         return _cache
+
+
+def batcher(device: str) -> Batcher:
+    """The device's batcher (one thread per device), configured from the settings."""
+    with _lock:
+        if device not in _batchers:
+            settings = get_settings()
+            _batchers[device] = Batcher(
+                device,
+                batching=settings.batching,
+                max_wait_s=settings.batch_max_wait_ms / 1000,
+                max_size=settings.batch_max_size,
+                chunk=settings.generation_chunk,
+            )
+        return _batchers[device]
+
+
+def encoder_pool() -> ThreadPoolExecutor:
+    """Threads that encode PNGs in parallel (Pillow's zlib releases the GIL)."""
+    global _encoders
+    with _lock:
+        if _encoders is None:
+            _encoders = ThreadPoolExecutor(
+                max_workers=os.cpu_count() or 2, thread_name_prefix="encode"
+            )
+        return _encoders
 
 
 def resolve_device() -> str:
@@ -111,6 +274,30 @@ def resolve_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def submit(
+    checkpoint: Path,
+    sha256: str,
+    n: int,
+    seed: int,
+    labels: Sequence[int] | None,
+    ema: bool,
+) -> Future[Generated]:
+    """Queue a request for its batch; loads the generator first if it is not cached.
+
+    Raises UnusableCheckpoint, and ValueError for labels that do not fit, in the caller."""
+    from models.generate import sample_inputs
+
+    device = resolve_device()
+    netG, cfg = generator_cache().get(checkpoint, sha256, ema, device)
+    if labels is not None and not cfg.model.conditional:
+        raise ValueError("labels: this job's generator is not class-conditional")
+    try:
+        z, y = sample_inputs(cfg, n, seed, labels)
+    except ValueError as e:
+        raise ValueError(f"labels: {e}") from None
+    return batcher(device).submit((str(checkpoint), sha256, ema), netG, z, y)
+
+
 def generate(
     checkpoint: Path,
     sha256: str,
@@ -120,14 +307,7 @@ def generate(
     ema: bool,
 ) -> np.ndarray:
     """uint8 (N, H, W, C) from the checkpoint; raises ValueError for labels that do not fit."""
-    from models import generate_images
-
-    device = resolve_device()
-    netG, cfg = generator_cache().get(checkpoint, sha256, ema, device)
-    if labels is not None and not cfg.model.conditional:
-        raise ValueError("labels: this job's generator is not class-conditional")
-    with _run_lock:
-        return generate_images(netG, cfg, n, seed, labels, device=device)
+    return submit(checkpoint, sha256, n, seed, labels, ema).result().images
 
 
 def info(checkpoint: Path, sha256: str, ema: bool) -> GeneratorInfo:

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import FileResponse
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
@@ -30,6 +31,7 @@ from app.schemas import (
     error_responses,
 )
 from app.tables import FINISHED_STATUSES, Job
+from app.tables import Checkpoint as CheckpointRow
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +185,7 @@ def download_checkpoint(
         **error_responses(401, 404, 409, 413, 422),
     },
 )
-def job_samples(
+async def job_samples(
     job_id: str,
     request: Request,
     principal: PrincipalDep,
@@ -200,12 +202,13 @@ def job_samples(
     ] = "grid",
     ema: bool = True,
 ) -> Response:
-    """Generate images now from a checkpoint; the same inputs give byte-identical output."""
+    """Generate images now from a checkpoint; the same inputs give byte-identical output.
+
+    Concurrent requests to one generator are batched (SNGAN_BATCHING); the output does not
+    depend on the batch a request shared."""
     from app import generation  # torch is loaded on the first request that needs it
 
-    settings = get_settings()
-    job = jobs.get(session, principal.owner, job_id)
-    cap = settings.max_samples_per_request
+    cap = get_settings().max_samples_per_request
     if n > cap:
         raise ApiError(
             413,
@@ -216,14 +219,17 @@ def job_samples(
     if fmt == "png" and n != 1:
         raise invalid("n", "format=png returns a single image; send n=1 (or format=grid/zip)")
     wanted = _parse_labels(labels, n)
-    row = jobs.checkpoint(session, job.id, checkpoint)
-    session.close()  # the generator may take a while; hold no connection meanwhile
+    job, row = await run_in_threadpool(
+        _sample_checkpoint, session, principal.owner, job_id, checkpoint
+    )
     path = jobs.data_path(row.path)
     if not path.is_file():
         raise ApiError(409, "checkpoint_removed", f"checkpoint {row.step} was removed; retry")
     started = time.perf_counter()
     try:
-        images = generation.generate(path, row.sha256, n, seed, wanted, ema)
+        # loads the generator on a cache miss and draws the noise: off the event loop
+        future = await run_in_threadpool(generation.submit, path, row.sha256, n, seed, wanted, ema)
+        generated = await asyncio.wrap_future(future)
     except generation.UnusableCheckpoint as e:
         log.error("job %s: checkpoint %d unusable: %s", job.id, row.step, e)
         raise ApiError(
@@ -231,9 +237,12 @@ def job_samples(
         ) from None
     except ValueError as e:
         raise invalid("labels", str(e).removeprefix("labels: ")) from None
-    body = generation.encode(images, fmt)
+    body = await asyncio.get_running_loop().run_in_executor(
+        generation.encoder_pool(), generation.encode, generated.images, fmt
+    )
     telemetry = request.app.state.telemetry
-    telemetry.generation_batch.observe(n)
+    if generated.leader:  # one observation per call to the generator
+        telemetry.generation_batch.observe(generated.batch_images)
     telemetry.generation_seconds.observe(time.perf_counter() - started)
     suffix = {"grid": "png", "png": "png", "zip": "zip", "npy": "npy"}[fmt]
     return Response(
@@ -241,9 +250,19 @@ def job_samples(
         media_type=generation.MEDIA_TYPES[fmt],
         headers={
             "X-Checkpoint-Step": str(row.step),
+            "X-Generation-Batch": str(generated.batch_requests),
             "Content-Disposition": f'inline; filename="{job.id}-{row.step}-{seed}.{suffix}"',
         },
     )
+
+
+def _sample_checkpoint(
+    session: Session, owner: str, job_id: str, checkpoint: str
+) -> tuple[Job, CheckpointRow]:
+    job = jobs.get(session, owner, job_id)
+    row = jobs.checkpoint(session, job.id, checkpoint)
+    session.close()  # the generator may take a while; hold no connection meanwhile
+    return job, row
 
 
 def _parse_labels(labels: str | None, n: int) -> list[int] | None:

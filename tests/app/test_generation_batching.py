@@ -1,0 +1,239 @@
+"""Batched generation over real HTTP: two uvicorn servers on one SQLite data directory, one
+batching concurrent sample requests and one with SNGAN_BATCHING=false. Concurrent requests
+with different seeds (and sizes, and labels) get the same bytes as sequential unbatched
+ones, and the batch-size histogram shows batches of more than one image."""
+
+from __future__ import annotations
+
+import io
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.utils import base_env, free_port
+
+# (n, seed, labels) of the requests; sizes that do not divide the forward chunk of 8
+REQUESTS: list[tuple[int, int, str | None]] = [
+    (1, 1, None),
+    (1, 2, None),
+    (3, 3, None),
+    (1, 4, None),
+    (5, 5, "2"),
+    (1, 6, None),
+    (2, 7, "0,3"),
+    (1, 8, None),
+    (1, 9, None),
+    (4, 10, None),
+]
+
+
+def _train(out: Path, conditional: bool) -> tuple[Path, str]:
+    from models import RunConfig, Trainer
+    from models.checkpoint import recorded_sha256
+
+    model: dict[str, Any] = {"arch": "cnn32", "z_dim": 16, "g_ch": 8, "d_ch": 8}
+    if conditional:
+        model.update(conditional=True, num_classes=4)
+    cfg = RunConfig.from_dict(
+        {
+            "model": model,
+            "train": {"steps": 2, "batch_size": 4, "n_dis": 1},
+            "data": {"source": "synthetic", "num_images": 16},
+            "checkpoint_every": 2,
+            "sample_every": 2,
+        }
+    )
+    result = Trainer(cfg, out, device="cpu").fit()
+    assert result.checkpoint is not None
+    sha = recorded_sha256(result.checkpoint)
+    assert sha is not None
+    return result.checkpoint, sha
+
+
+def _insert_job(database_url: str, data_dir: Path, job_id: str, checkpoint: Path, sha: str) -> None:
+    """A succeeded job whose one checkpoint is `checkpoint` (as the worker's sinks record it)."""
+    from app.db import session_factory
+    from app.tables import Checkpoint, Job, utcnow
+
+    now = utcnow()
+    with session_factory(database_url)() as session:
+        session.add(
+            Job(
+                id=job_id,
+                owner="local",  # the owner of every request with auth off
+                name=job_id,
+                status="succeeded",
+                config={},
+                created_at=now,
+                updated_at=now,
+                total_steps=2,
+                latest_metrics={},
+            )
+        )
+        session.flush()
+        session.add(
+            Checkpoint(
+                job_id=job_id,
+                step=2,
+                path=str(checkpoint.relative_to(data_dir)),
+                size_bytes=checkpoint.stat().st_size,
+                sha256=sha,
+            )
+        )
+        session.commit()
+
+
+class Server:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory"]
+                + ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        self.log = log
+        deadline = time.monotonic() + 60
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"uvicorn exited:\n{log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"uvicorn did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """{"on": Server, "off": Server, "jobs": {"plain": id, "conditional": id}}."""
+    from app.db import get_engine, migrate
+
+    workdir = tmp_path_factory.mktemp("batching")
+    data_dir = workdir / "data"
+    database_url = f"sqlite:///{data_dir / 'sngan.db'}"
+    data_dir.mkdir()
+    migrate(database_url)
+    job_ids = {}
+    for kind in ("plain", "conditional"):
+        job_id = f"batching-{kind}"
+        checkpoint, sha = _train(data_dir / "jobs" / job_id, kind == "conditional")
+        _insert_job(database_url, data_dir, job_id, checkpoint, sha)
+        job_ids[kind] = job_id
+    get_engine(database_url).dispose()
+    env = base_env(data_dir)
+    env.update(SNGAN_AUTH="off")
+    # a long wait and a batch that closes when 8 images wait: batches form however slowly
+    # the clients' requests arrive, and nobody waits the whole time once 8 are there
+    on_env = {**env, "SNGAN_BATCH_MAX_WAIT_MS": "1000", "SNGAN_BATCH_MAX_SIZE": "8"}
+    off_env = {**env, "SNGAN_BATCHING": "false"}
+    started: list[Server] = []
+    try:
+        started.append(Server(on_env, workdir / "api-on.log"))
+        started.append(Server(off_env, workdir / "api-off.log"))
+        yield {"on": started[0], "off": started[1], "jobs": job_ids}
+    finally:
+        for server in started:
+            server.stop()
+
+
+def _sample(base_url: str, job_id: str, n: int, seed: int, labels: str | None) -> httpx.Response:
+    params: dict[str, Any] = {"n": n, "seed": seed, "format": "npy" if n > 1 else "png"}
+    if labels is not None:
+        params["labels"] = labels
+    response = httpx.get(f"{base_url}/v1/jobs/{job_id}/samples", params=params, timeout=120)
+    assert response.status_code == 200, response.text
+    return response
+
+
+def _sequential(server: Server, job_id: str, requests: list[Any]) -> list[bytes]:
+    return [_sample(server.url, job_id, *r).content for r in requests]
+
+
+def _concurrent(server: Server, job_id: str, requests: list[Any]) -> list[httpx.Response]:
+    with ThreadPoolExecutor(len(requests)) as pool:
+        return list(pool.map(lambda r: _sample(server.url, job_id, *r), requests))
+
+
+def _batch_histogram(server: Server) -> dict[str, float]:
+    text = httpx.get(f"{server.url}/metrics", timeout=30).text
+    found = {}
+    for match in re.finditer(
+        r'^sngan_generation_batch_size_(bucket\{le="([^"]+)"\}|count) (\S+)$', text, re.M
+    ):
+        found[match.group(2) or "count"] = float(match.group(3))
+    return found
+
+
+def _decode(body: bytes, n: int) -> np.ndarray:
+    if n == 1:
+        return np.asarray(Image.open(io.BytesIO(body)))[None]
+    return np.load(io.BytesIO(body), allow_pickle=False)
+
+
+@pytest.mark.parametrize("kind", ["plain", "conditional"])
+def test_concurrent_batched_requests_match_sequential_unbatched_bytes(
+    servers: dict[str, Any], kind: str
+) -> None:
+    job_id = servers["jobs"][kind]
+    requests = [r if kind == "conditional" else (r[0], r[1], None) for r in REQUESTS]
+    expected = _sequential(servers["off"], job_id, requests)
+    batched = _concurrent(servers["on"], job_id, requests)
+    assert [r.content for r in batched] == expected
+    assert max(int(r.headers["X-Generation-Batch"]) for r in batched) > 1
+    for (n, _, _), body in zip(requests, expected, strict=True):
+        images = _decode(body, n)
+        assert images.shape == (n, 32, 32, 3) and images.dtype == np.uint8
+    # distinct seeds, distinct images; the same request again, the same bytes
+    assert len(set(expected)) == len(expected)
+    assert _sequential(servers["on"], job_id, requests[:3]) == expected[:3]
+
+
+def test_the_histogram_records_batches_of_more_than_one_image(servers: dict[str, Any]) -> None:
+    before = _batch_histogram(servers["on"])
+    requests = [(1, 100 + i, None) for i in range(8)]
+    responses = _concurrent(servers["on"], servers["jobs"]["plain"], requests)
+    after = _batch_histogram(servers["on"])
+    batches = after["count"] - before.get("count", 0)
+    single = after["1.0"] - before.get("1.0", 0)
+    assert 1 <= batches < 8  # one observation per call to the generator
+    assert batches - single >= 1  # at least one batch held more than one image
+    assert sum(int(r.headers["X-Generation-Batch"]) > 1 for r in responses) >= 2
+
+
+def test_batching_off_runs_each_request_alone(servers: dict[str, Any]) -> None:
+    before = _batch_histogram(servers["off"])
+    requests = [(1, 200 + i, None) for i in range(6)]
+    responses = _concurrent(servers["off"], servers["jobs"]["plain"], requests)
+    after = _batch_histogram(servers["off"])
+    assert all(r.headers["X-Generation-Batch"] == "1" for r in responses)
+    assert after["count"] - before.get("count", 0) == 6
+    assert after["1.0"] - before.get("1.0", 0) == 6
+    assert [r.content for r in responses] == _sequential(
+        servers["on"], servers["jobs"]["plain"], requests
+    )
