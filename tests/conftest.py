@@ -10,6 +10,7 @@ both run by default. Without PostgreSQL/Redis the ``services`` tests are skipped
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -83,12 +84,14 @@ class Stack:
         text = path.read_text(errors="replace") if path.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
 
-    def start(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+    def start(
+        self, name: str, args: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         with (self.workdir / f"{name}.log").open("ab") as log:  # the child keeps its own fd
             proc = subprocess.Popen(
                 args,
                 cwd=REPO,
-                env=self.env,
+                env={**self.env, **(env or {})},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -101,7 +104,7 @@ class Stack:
         for name, proc in self.procs.items():
             if proc.poll() is None:
                 # the worker's cold shutdown: no waiting for a job a test left running
-                os.killpg(proc.pid, signal.SIGQUIT if name == "worker" else signal.SIGTERM)
+                os.killpg(proc.pid, signal.SIGQUIT if "worker" in name else signal.SIGTERM)
         for proc in self.procs.values():
             try:
                 proc.wait(timeout=15)
@@ -129,8 +132,15 @@ def _start_processes(stack: Stack) -> None:
             "warning",
         ],
     )
+    start_worker(stack)
+
+
+def start_worker(stack: Stack, name: str = "worker") -> None:
+    """Start (or restart) a Celery worker (its log: `name`.log) and wait until it and the API
+    are up."""
+    mark = len(stack.log_tail(name, 100_000).splitlines())
     stack.start(
-        "worker",
+        name,
         [
             sys.executable,
             "-m",
@@ -160,11 +170,12 @@ def _start_processes(stack: Stack) -> None:
             api_up = httpx.get(f"{stack.base_url}/healthz", timeout=1).status_code == 200
         except httpx.HTTPError:
             api_up = False
-        if api_up and "ready." in stack.log_tail("worker", 200):
+        new_lines = stack.log_tail(name, 100_000).splitlines()[mark:]
+        if api_up and any("ready." in line for line in new_lines):
             return
         if time.monotonic() > deadline:
             raise RuntimeError(
-                f"stack did not start:\n{stack.log_tail('api')}\n{stack.log_tail('worker')}"
+                f"stack did not start:\n{stack.log_tail('api')}\n{stack.log_tail(name)}"
             )
         time.sleep(0.2)
 
@@ -179,12 +190,21 @@ def _start_processes(stack: Stack) -> None:
 def stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
+    kind: str = request.param
+    with running_stack(kind, tmp_path_factory.mktemp(f"stack-{kind}")) as stack:
+        yield stack
+
+
+@contextlib.contextmanager
+def running_stack(
+    kind: str, workdir: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[Stack]:
+    """A fresh database (and Redis key prefix), the API and one worker; all removed after."""
     from app.db import get_engine, migrate
 
-    kind: str = request.param
-    workdir = tmp_path_factory.mktemp(f"stack-{kind}")
     data_dir = workdir / "data"
     env = base_env(data_dir)
+    env.update(extra_env or {})
     db_name = None
     if kind == "services":
         try:
@@ -234,6 +254,28 @@ def stack(
                     client.delete(*keys)
 
 
+# Fast clocks for the fault tests: a dead worker's lease expires in seconds, a lost message is
+# sent again in seconds. The lease still outlasts a PostgreSQL restart.
+FAULT_SETTINGS = {
+    "SNGAN_HEARTBEAT_INTERVAL_S": "0.3",
+    "SNGAN_LEASE_TIMEOUT_S": "10",
+    "SNGAN_REAPER_INTERVAL_S": "0.5",
+    "SNGAN_REQUEUE_QUEUED_AFTER_S": "4",
+    "SNGAN_METRICS_FLUSH_EVERY_S": "0.2",
+}
+
+
+@pytest.fixture(scope="module")
+def fault_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A PostgreSQL + Redis stack of its own, for tests that kill its processes and restart
+    the servers (the shared `stack` is left alone)."""
+    if "services" not in STACKS:
+        pytest.skip("the fault tests need the services stack (SNGAN_TEST_STACKS)")
+    workdir = tmp_path_factory.mktemp("stack-faults")
+    with running_stack("services", workdir, FAULT_SETTINGS) as stack:
+        yield stack
+
+
 @pytest.fixture
 def owner() -> str:
     """A fresh owner per test, so tests never see each other's jobs and datasets."""
@@ -252,7 +294,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     """A failed service test shows the end of its stack's API and worker logs."""
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
-    stack = getattr(item, "funcargs", {}).get("stack")
+    funcargs = getattr(item, "funcargs", {})
+    stack = funcargs.get("stack") or funcargs.get("fault_stack")
     if report.failed and isinstance(stack, Stack):
-        for name in ("api", "worker"):
+        for name in stack.procs:
             report.sections.append((f"{stack.kind} {name} log (last lines)", stack.log_tail(name)))
