@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from tests.utils import base_env, free_port
@@ -237,3 +238,39 @@ def test_batching_off_runs_each_request_alone(servers: dict[str, Any]) -> None:
     assert [r.content for r in responses] == _sequential(
         servers["on"], servers["jobs"]["plain"], requests
     )
+
+
+class Amplified(torch.nn.Module):
+    """A generator whose pixels change with the last bits of its float output, so any
+    dependence of a forward's result on the batch it ran in shows in the uint8 images."""
+
+    def __init__(self, netG: torch.nn.Module) -> None:
+        super().__init__()
+        self.netG = netG
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        return torch.sin(self.netG(z, y).double() * 1e9).float()
+
+
+def test_an_image_does_not_depend_on_its_batch(tmp_path: Path) -> None:
+    from app.generation import Batcher
+    from models import load_generator
+    from models.generate import sample_inputs
+
+    checkpoint, sha = _train(tmp_path / "run", conditional=False)
+    netG, cfg = load_generator(checkpoint, ema=False, expected_sha256=sha)
+    amplified = Amplified(netG).eval()
+    inputs = [sample_inputs(cfg, n, seed) for n, seed, _ in REQUESTS]
+    key = (str(checkpoint), sha, False)
+    alone = Batcher("cpu", batching=False, max_wait_s=0, max_size=64, chunk=8)
+    expected = [alone.submit(key, amplified, z, y).result().images for z, y in inputs]
+    total = sum(n for n, _, _ in REQUESTS)
+    # the batch closes when all of them wait (its size), however slowly they arrive
+    together = Batcher("cpu", batching=True, max_wait_s=60, max_size=total, chunk=8)
+    futures = [together.submit(key, amplified, z, y) for z, y in inputs]
+    results = [f.result(timeout=60) for f in futures]
+    assert [r.batch_requests for r in results] == [len(REQUESTS)] * len(REQUESTS)
+    assert [r.leader for r in results] == [True] + [False] * (len(REQUESTS) - 1)
+    assert results[0].batch_images == total
+    for got, want in zip(results, expected, strict=True):
+        assert np.array_equal(got.images, want)
