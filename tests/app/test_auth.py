@@ -80,3 +80,74 @@ def test_one_key_cannot_see_or_touch_anothers_resources(stack) -> None:  # type:
         assert alice.get(base).status_code == 200
         assert alice.get(f"/v1/datasets/{dataset['id']}").status_code == 200
         assert [j["id"] for j in alice.get("/v1/jobs").json()["data"]] == [job["id"]]
+
+
+def test_rate_limit_answers_429_with_retry_after(stack) -> None:  # type: ignore[no-untyped-def]
+    """A second API process of the same stack, limited to 5 requests per key per minute."""
+    import sys
+
+    import httpx
+
+    from tests.utils import free_port, wait_for
+
+    port = free_port()
+    name = f"api-limited-{port}"
+    proc = stack.start(
+        name,
+        [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory"]
+        + ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        env={"SNGAN_RATE_LIMIT_PER_MINUTE": "5", "SNGAN_REAPER_INTERVAL_S": "3600"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+
+        def up() -> bool:
+            try:
+                return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(up, 60, "the rate-limited API")
+        first, second = stack.new_key(), stack.new_key()
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {first}"}) as client:
+            statuses = [client.get("/v1/jobs").status_code for _ in range(5)]
+            assert statuses == [200] * 5
+            limited = client.get("/v1/jobs")
+            assert limited.status_code == 429, limited.text
+            assert int(limited.headers["retry-after"]) >= 1
+            error = limited.json()["error"]
+            assert error["code"] == "rate_limited"
+            assert "5 per minute" in error["message"]
+            assert "SNGAN_RATE_LIMIT_PER_MINUTE" in error["message"]
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {second}"}) as other:
+            assert other.get("/v1/jobs").status_code == 200  # buckets are per key
+        assert httpx.get(f"{url}/healthz").status_code == 200  # unauthenticated routes are free
+    finally:
+        stack.procs.pop(name)
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+def test_outputs_are_reached_only_through_ids(stack, api) -> None:  # type: ignore[no-untyped-def]
+    """Path-traversal attempts in job ids, dataset ids and steps never reach a file."""
+    images, _ = shapes(8)
+    dataset = upload(api, "d.npz", npz_bytes(images)).json()
+    job = api.post("/v1/jobs", json=tiny_job({"id": dataset["id"]}, steps=2)).json()
+    wait_for_status(api, job["id"], ("succeeded", "failed"), timeout=120)
+    base = f"/v1/jobs/{job['id']}"
+    for path in [
+        f"{base}/checkpoints/..%2F..%2F..%2Fetc%2Fpasswd",
+        f"{base}/checkpoints/../../../etc/passwd",
+        f"{base}/checkpoints/%2Fetc%2Fpasswd",
+        f"{base}/checkpoints/2%2F..%2F..%2Fsngan.db",
+        f"{base}/training-samples/..%2F..%2Fsngan.db",
+        f"{base}/samples?n=4&checkpoint=..%2F..%2Fetc%2Fpasswd",
+        "/v1/jobs/..%2F..%2Fetc%2Fpasswd/checkpoints/latest",
+        "/v1/jobs/%2E%2E/checkpoints/latest",
+        f"/v1/datasets/..%2F{dataset['id']}",
+        "/v1/datasets/..%2F..%2Fsngan.db",
+    ]:
+        response = api.get(path)
+        assert response.status_code in (404, 405, 422), (path, response.status_code)
+        assert b"root:" not in response.content and b"SQLite format" not in response.content
+        assert response.headers["content-type"].startswith("application/json"), path
