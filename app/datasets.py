@@ -286,7 +286,11 @@ def _inspect_zip(
                 fmt, (w, h), mode = im.format, im.size, im.mode
                 im.close()
             except Image.DecompressionBombError:
-                raise invalid("file", f"entry {info.filename!r} is far too large") from None
+                raise invalid(
+                    "file",
+                    f"entry {info.filename!r}: its header claims far more pixels than the "
+                    f"largest side of {settings.max_image_side} allows (SNGAN_MAX_IMAGE_SIDE)",
+                ) from None
             except Exception:
                 raise invalid("file", f"entry {info.filename!r} is not a readable image") from None
         if fmt not in ("PNG", "JPEG"):

@@ -82,6 +82,22 @@ def _npz(**arrays: Any) -> bytes:
     return buf.getvalue()
 
 
+def _png_header(width: int, height: int) -> bytes:
+    """A valid PNG header claiming width x height, with almost none of the pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(bytes(64))  # a few bytes of a 30 GB image
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+
+
 def _raw_zip(name: str, data: bytes) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -124,14 +140,33 @@ def _raw_zip(name: str, data: bytes) -> bytes:
         ),
         ("pickle.npz", _npz(images=np.array([{"a": 1}], dtype=object)), 422, ["objects"]),
         ("channels.npz", npz_bytes(np.zeros((2, 8, 8, 2), np.uint8)), 422, ["channels"]),
+        ("empty.zip", b"", 422, []),
+        ("empty-entry.zip", zip_bytes({"a.png": b""}), 422, ["a.png"]),
+        ("huge-header.zip", zip_bytes({"a.png": _png_header(100_000, 100_000)}), 422, ["256"]),
+        ("huge-header.png", _png_header(100_000, 100_000), 422, []),
+        ("deep-slip.zip", _raw_zip("cat/../../../evil.png", png_bytes(8, 8)), 422, [".."]),
     ],
 )
 def test_bad_uploads_are_rejected_and_leave_nothing(  # type: ignore[no-untyped-def]
-    stack, api, filename: str, payload: bytes, status: int, mentions: list[str]
+    stack, owner, api, filename: str, payload: bytes, status: int, mentions: list[str]
 ) -> None:
     assert_rejected(upload(api, filename, payload), status, *mentions)
     assert leftovers(stack) == []
     assert api.get("/v1/datasets").json()["data"] == []
+    assert not (stack.data_dir.parent / "evil.png").exists()  # nothing escaped the data dir
+    assert not (stack.data_dir / "evil.png").exists()
+    from sqlalchemy import func, select
+
+    from app.tables import Dataset
+
+    with stack.sessions()() as session:
+        rows = session.scalar(
+            select(func.count()).select_from(Dataset).where(Dataset.owner == owner)
+        )
+        known = set(session.scalars(select(Dataset.id)))
+    assert rows == 0
+    folders = {p.name for p in (stack.data_dir / "datasets").iterdir() if p.is_dir()}
+    assert folders - {".incoming"} <= known  # no folder of a dataset that was refused
 
 
 def test_upload_size_is_limited_while_streaming(stack, api) -> None:  # type: ignore[no-untyped-def]
