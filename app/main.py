@@ -18,6 +18,7 @@ from app.errors import install_error_handlers
 from app.jobs import counts_by_status
 from app.leases import reap
 from app.observability import RequestMetricsMiddleware, Telemetry
+from app.schemas import error_responses
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,8 @@ def create_app() -> FastAPI:
     app.state.telemetry = telemetry
     install_error_handlers(app)
     app.add_middleware(RequestMetricsMiddleware, telemetry=telemetry)
-    for module in (datasets, jobs, outputs, ops):
-        app.include_router(module.router)
+    for module in (datasets, jobs, outputs):
+        # any authenticated route may answer 429 (rate limit) or 503 (database unreachable)
+        app.include_router(module.router, responses=error_responses(429, 503))
+    app.include_router(ops.router)
     return app

@@ -32,6 +32,7 @@ from tests.utils import (
     admin_connect,
     base_env,
     free_port,
+    wait_for,
 )
 
 
@@ -113,7 +114,7 @@ class Stack:
                 proc.wait(timeout=5)
 
 
-def _start_processes(stack: Stack) -> None:
+def _start_processes(stack: Stack, worker: bool = True) -> None:
     port = free_port()
     stack.base_url = f"http://127.0.0.1:{port}"
     stack.start(
@@ -132,7 +133,19 @@ def _start_processes(stack: Stack) -> None:
             "warning",
         ],
     )
-    start_worker(stack)
+    if worker:
+        start_worker(stack)
+        return
+    wait_for(lambda: _api_up(stack), 60, "the API to start")
+
+
+def _api_up(stack: Stack) -> bool:
+    if stack.procs["api"].poll() is not None:
+        raise RuntimeError(f"api exited at start:\n{stack.log_tail('api')}")
+    try:
+        return httpx.get(f"{stack.base_url}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def start_worker(stack: Stack, name: str = "worker") -> None:
@@ -197,9 +210,10 @@ def stack(
 
 @contextlib.contextmanager
 def running_stack(
-    kind: str, workdir: Path, extra_env: dict[str, str] | None = None
+    kind: str, workdir: Path, extra_env: dict[str, str] | None = None, worker: bool = True
 ) -> Iterator[Stack]:
-    """A fresh database (and Redis key prefix), the API and one worker; all removed after."""
+    """A fresh database (and Redis key prefix), the API and (unless `worker` is false) one
+    worker; all removed after."""
     from app.db import get_engine, migrate
 
     data_dir = workdir / "data"
@@ -237,7 +251,7 @@ def running_stack(
     stack = Stack(kind, "", database_url, data_dir, env, workdir)
     try:
         migrate(database_url)
-        _start_processes(stack)
+        _start_processes(stack, worker)
         yield stack
     finally:
         stack.stop()

@@ -20,7 +20,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
     response_model=JobPublic,
     responses={
         200: {"model": JobPublic, "description": "An earlier request with this Idempotency-Key"},
-        **error_responses(401, 409, 422, 429),
+        **error_responses(400, 401, 409, 422, 429),
     },
 )
 def create_job(
