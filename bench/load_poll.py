@@ -1,0 +1,281 @@
+"""Many clients polling a training job: API latency, errors, and what it costs the trainer.
+
+Starts uvicorn (one process) and one Celery worker on loopback against PostgreSQL and Redis
+(a fresh database and Redis key prefix, removed at the end), submits a small training job,
+measures its steps/s unloaded, then runs N async pollers (httpx) for D seconds, each with its
+own API key of the job's owner, each alternating ``GET /v1/jobs/{id}`` and
+``GET /v1/jobs/{id}/metrics?names=loss_d,loss_g&after_step=...`` every ``--interval`` seconds
+(0: back to back). Prints one table. Not a test: nothing is asserted.
+
+    .venv/bin/python bench/load_poll.py --pollers 300 --duration 30
+
+Needs PostgreSQL and Redis (``--postgres``/``--redis``, the test defaults otherwise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            args, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def wait_until(probe: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not probe():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def job_step(client: httpx.Client, job_id: str) -> tuple[int, str]:
+    body = client.get(f"/v1/jobs/{job_id}").json()
+    return int(body["progress"]["step"]), str(body["status"])
+
+
+def measure_rate(client: httpx.Client, job_id: str, seconds: float) -> float:
+    """Generator steps per second over `seconds`, from the job's recorded step."""
+    s0, _ = job_step(client, job_id)
+    t0 = time.monotonic()
+    time.sleep(seconds)
+    s1, status = job_step(client, job_id)
+    if status != "running":
+        raise RuntimeError(f"the job stopped ({status}) during the measurement; raise --steps")
+    return (s1 - s0) / (time.monotonic() - t0)
+
+
+async def poll(
+    base_url: str, keys: list[str], job_id: str, duration: float, interval: float
+) -> tuple[list[float], dict[str, int], int]:
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    requests = 0
+    limits = httpx.Limits(max_connections=len(keys), max_keepalive_connections=len(keys))
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as client:
+        stop_at = time.monotonic() + duration
+
+        async def poller(i: int, key: str) -> None:
+            nonlocal requests
+            headers = {"Authorization": f"Bearer {key}"}
+            await asyncio.sleep(interval * i / len(keys))  # spread the first requests
+            n = 0
+            while time.monotonic() < stop_at:
+                begun = time.monotonic()
+                if n % 2 == 0:
+                    url = f"/v1/jobs/{job_id}"
+                    params: dict[str, Any] = {}
+                else:
+                    url = f"/v1/jobs/{job_id}/metrics"
+                    params = {"names": "loss_d,loss_g", "after_step": max(0, n * 5), "limit": 50}
+                try:
+                    response = await client.get(url, params=params, headers=headers)
+                    kind = "" if response.status_code == 200 else str(response.status_code)
+                except httpx.HTTPError as e:
+                    kind = type(e).__name__
+                elapsed = time.monotonic() - begun
+                requests += 1
+                if kind:
+                    errors[kind] = errors.get(kind, 0) + 1
+                else:
+                    latencies.append(elapsed)
+                n += 1
+                if interval > 0:
+                    await asyncio.sleep(max(0.0, interval - elapsed))
+
+        await asyncio.gather(*(poller(i, k) for i, k in enumerate(keys)))
+    return latencies, errors, requests
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pollers", type=int, default=300)
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds of load")
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between polls")
+    parser.add_argument("--unloaded", type=float, default=20.0, help="seconds measured alone")
+    parser.add_argument("--steps", type=int, default=100_000)
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get(
+            "SNGAN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+        ),
+    )
+    parser.add_argument(
+        "--redis", default=os.environ.get("SNGAN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    )
+    args = parser.parse_args()
+
+    import psycopg
+    import redis
+    from sqlalchemy.engine import make_url
+
+    from app.db import migrate, session_factory
+
+    admin_url = make_url(args.postgres)
+    db_name = f"sngan_bench_{secrets.token_hex(4)}"
+    prefix = f"sngan-bench-{secrets.token_hex(4)}:"
+
+    def admin() -> psycopg.Connection[Any]:
+        return psycopg.connect(
+            host=admin_url.host,
+            port=admin_url.port or 5432,
+            user=admin_url.username,
+            password=admin_url.password,
+            dbname=admin_url.database or "postgres",
+            autocommit=True,
+        )
+
+    with admin() as conn:
+        conn.execute(f'CREATE DATABASE "{db_name}"')
+    database_url = admin_url.set(database=db_name).render_as_string(hide_password=False)
+    workdir = Path(tempfile.mkdtemp(prefix="sngan-bench-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SNGAN_")}
+    env.update(
+        SNGAN_DATA_DIR=str(workdir / "data"),
+        SNGAN_DATABASE_URL=database_url,
+        SNGAN_BROKER_URL=args.redis,
+        SNGAN_BROKER_KEY_PREFIX=prefix,
+        SNGAN_MIGRATE_ON_STARTUP="false",
+        SNGAN_TRAIN_DEVICE="cpu",
+        SNGAN_LOG_LEVEL="WARNING",
+        PYTHONPATH=str(REPO),
+        OMP_NUM_THREADS="1",  # the trainer takes one core, leaving the other to the API
+    )
+    procs: list[subprocess.Popen[bytes]] = []
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        migrate(database_url)
+        procs.append(
+            start(
+                [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory"]
+                + ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+                + ["--no-access-log"],
+                env,
+                workdir / "api.log",
+            )
+        )
+        procs.append(
+            start(
+                [sys.executable, "-m", "celery", "-A", "worker.celery_app:celery", "worker"]
+                + ["-Q", "gpu", "--concurrency", "1", "--loglevel", "WARNING"]
+                + ["--without-gossip", "--without-mingle", "--without-heartbeat"],
+                env,
+                workdir / "worker.log",
+            )
+        )
+
+        def up() -> bool:
+            try:
+                return httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(up, 60, "the API")
+        from app.auth import create_api_key
+
+        owner = "bench"
+        with session_factory(database_url)() as session:
+            keys = [create_api_key(session, owner) for _ in range(args.pollers + 1)]
+        with httpx.Client(
+            base_url=base_url, headers={"Authorization": f"Bearer {keys[-1]}"}, timeout=30
+        ) as client:
+            body = {
+                "name": "load-poll",
+                "dataset": {"source": "synthetic", "num_images": 2048},
+                "model": {"arch": "cnn32", "g_ch": 32, "d_ch": 32, "z_dim": 64},
+                "train": {"steps": args.steps, "batch_size": 32, "n_dis": 1},
+                "checkpoint_every": 10_000,
+                "sample_every": 10_000,
+            }
+            job = client.post("/v1/jobs", json=body)
+            job.raise_for_status()
+            job_id = job.json()["id"]
+            wait_until(lambda: job_step(client, job_id)[0] >= 20, 180, "the job to train")
+            unloaded = measure_rate(client, job_id, args.unloaded)
+
+            s0, _ = job_step(client, job_id)
+            t0 = time.monotonic()
+            latencies, errors, requests = asyncio.run(
+                poll(base_url, keys[: args.pollers], job_id, args.duration, args.interval)
+            )
+            s1, status = job_step(client, job_id)
+            loaded = (s1 - s0) / (time.monotonic() - t0)
+            elapsed = time.monotonic() - t0
+            client.post(f"/v1/jobs/{job_id}/cancel")
+
+        cpu = f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()})"
+        print(
+            f"load_poll: {args.pollers} pollers x {args.duration:.0f} s, interval "
+            f"{args.interval} s, one uvicorn process + one worker (torch 1 thread), {cpu}"
+        )
+        print()
+        print(
+            "| pollers | requests | req/s | errors | p50 ms | p99 ms | steps/s alone "
+            "| steps/s under load | ratio |"
+        )
+        print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        print(
+            f"| {args.pollers} | {requests} | {requests / elapsed:.0f} | {sum(errors.values())} "
+            f"| {percentile(latencies, 0.5) * 1000:.1f} | {percentile(latencies, 0.99) * 1000:.1f} "
+            f"| {unloaded:.2f} | {loaded:.2f} | {loaded / unloaded:.2f} |"
+        )
+        if errors:
+            print(f"errors by kind: {errors}")
+        if status != "running":
+            print(f"note: the job was {status} at the end of the load phase")
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        from app.db import get_engine
+
+        get_engine(database_url).dispose()
+        with admin() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+        r = redis.Redis.from_url(args.redis)
+        stale = list(r.scan_iter(match=prefix + "*"))
+        if stale:
+            r.delete(*stale)
+
+
+if __name__ == "__main__":
+    main()
