@@ -149,6 +149,10 @@ class Trainer:
             self.netG.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
             self.netD.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
+        # the modules the updates call: compiled twins share the parameters and buffers
+        self._G: nn.Module = torch.compile(self.netG) if sp.compile else self.netG  # type: ignore[assignment]
+        self._D: nn.Module = torch.compile(self.netD) if sp.compile else self.netD  # type: ignore[assignment]
+
         def adam(params: Any, lr: float) -> torch.optim.Adam:
             if self.use_graphs:  # the LR lives in a device tensor the captured step reads
                 lr_t = torch.tensor(lr, device=self.device)
@@ -223,19 +227,19 @@ class Trainer:
         x_real, y_real = self._real_batch(B)
         z, y_fake = self._noise(B)
         with torch.no_grad(), self._autocast():
-            x_fake = self.netG(z, y_fake).to(x_real.dtype)
+            x_fake = self._G(z, y_fake).to(x_real.dtype)
         y_real_in = y_real if self.cfg.model.conditional else None
         with self._autocast():
             if self.joint_d_forward:
                 # D has no batch norm, so one forward on cat(real, fake) equals two forwards
                 # with the spectral norms computed once
                 y = torch.cat([y_real, y_fake]) if y_fake is not None else None
-                out = _full(self.netD(torch.cat([x_real, x_fake]), y))  # (2B,)
+                out = _full(self._D(torch.cat([x_real, x_fake]), y))  # (2B,)
                 d_real, d_fake = out[:B], out[B:]
             else:
                 with parametrize.cached():  # one power iteration per D step, as above
-                    d_real = _full(self.netD(x_real, y_real_in))
-                    d_fake = _full(self.netD(x_fake, y_fake))
+                    d_real = _full(self._D(x_real, y_real_in))
+                    d_fake = _full(self._D(x_fake, y_fake))
             loss_D = d_loss(tc.loss, d_real, d_fake)
         self.optD.zero_grad(set_to_none=True)
         loss_D.backward()
@@ -247,7 +251,7 @@ class Trainer:
         tc = self.cfg.train
         z, y_fake = self._noise(2 * tc.batch_size)
         with self._autocast():
-            loss_G = g_loss(tc.loss, _full(self.netD(self.netG(z, y_fake), y_fake)))
+            loss_G = g_loss(tc.loss, _full(self._D(self._G(z, y_fake), y_fake)))
         self.optG.zero_grad(set_to_none=True)
         loss_G.backward()
         self.optG.step()
