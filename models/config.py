@@ -98,7 +98,7 @@ class SpeedConfig:
     channels_last: bool | None = None
     fused_adam: bool | None = None
     cuda_graphs: bool | None = None  # capture the whole D step and G step
-    compile: bool = False  # torch.compile G and D (fused kernels; minutes of compile first)
+    compile: bool | None = None  # torch.compile G and D: fused kernels, ~1 min to compile
 
     @classmethod
     def eager(cls) -> SpeedConfig:

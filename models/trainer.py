@@ -150,8 +150,9 @@ class Trainer:
             self.netD.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
         # the modules the updates call: compiled twins share the parameters and buffers
-        self._G: nn.Module = torch.compile(self.netG) if sp.compile else self.netG  # type: ignore[assignment]
-        self._D: nn.Module = torch.compile(self.netD) if sp.compile else self.netD  # type: ignore[assignment]
+        compiled = cuda if sp.compile is None else sp.compile
+        self._G: nn.Module = torch.compile(self.netG) if compiled else self.netG  # type: ignore[assignment]
+        self._D: nn.Module = torch.compile(self.netD) if compiled else self.netD  # type: ignore[assignment]
 
         def adam(params: Any, lr: float) -> torch.optim.Adam:
             if self.use_graphs:  # the LR lives in a device tensor the captured step reads

@@ -1,0 +1,269 @@
+"""Service overhead: a job through the real worker against the bare trainer, in one run.
+
+The service side is the real stack: a fresh PostgreSQL database, Redis as the broker, uvicorn
+and a Celery worker as subprocesses with the production defaults (metrics flushed to the
+database every second, a heartbeat every 5 s, checkpoints every 1000 steps). The job is
+submitted over HTTP. The bare side is `models.Trainer` on the same config and data in this
+process, with no sinks but one that keeps its metrics.
+
+Both sides are measured the same way, from the trainer's own `steps_per_s` points (for the
+job, the points the worker wrote to PostgreSQL), leaving out the first `--warmup` steps:
+steps / Σ(time of each step).
+
+    python bench/service_overhead.py                  # cnn32 g_ch/d_ch 32, batch 64, 400 steps
+    python bench/service_overhead.py --device cuda --arch resnet32 --steps 3000 --warmup 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.utils import POSTGRES_URL, REDIS_URL, admin_connect, free_port  # noqa: E402
+
+
+def job_body(args: argparse.Namespace) -> dict[str, Any]:
+    model: dict[str, Any] = {"arch": args.arch, "g_ch": args.ch, "d_ch": args.ch}
+    return {
+        "name": "overhead-bench",
+        "dataset": {"source": "synthetic", "num_images": args.num_images},
+        "model": model,
+        "train": {
+            "steps": args.steps,
+            "batch_size": args.batch_size,
+            "n_dis": args.n_dis,
+            "seed": 0,
+        },
+        "checkpoint_every": 1000,
+        "sample_every": 500,
+    }
+
+
+def rate(points: list[tuple[int, float]], warmup: int) -> tuple[float, int]:
+    """(steps/s, steps counted) over the steps after `warmup`: each step took 1/rate s."""
+    kept = [(s, r) for s, r in points if s > warmup and r > 0]
+    if not kept:
+        raise RuntimeError(f"no steps_per_s points after step {warmup}")
+    return len(kept) / sum(1 / r for _, r in kept), len(kept)
+
+
+def bare(args: argparse.Namespace, workdir: Path) -> tuple[float, int]:
+    from models import RunConfig, Trainer, TrainerSinks
+
+    body = job_body(args)
+    cfg = RunConfig.from_dict(
+        {
+            "model": {**body["model"], "channels": 3},
+            "train": body["train"],
+            "data": {"source": "synthetic", "num_images": args.num_images},
+            "checkpoint_every": body["checkpoint_every"],
+            "sample_every": body["sample_every"],
+        }
+    )
+
+    class Keep(TrainerSinks):
+        def __init__(self) -> None:
+            self.points: list[tuple[int, float]] = []
+
+        def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
+            if "steps_per_s" in metrics:
+                self.points.append((step, metrics["steps_per_s"]))
+
+    sinks = Keep()
+    out = workdir / f"bare-{secrets.token_hex(3)}"
+    Trainer(cfg, out, sinks=sinks, device=args.device).fit()
+    shutil.rmtree(out, ignore_errors=True)
+    return rate(sinks.points, args.warmup)
+
+
+class Services:
+    """A fresh PostgreSQL database, a Redis key prefix, uvicorn and a Celery worker."""
+
+    def __init__(self, workdir: Path, device: str) -> None:
+        from sqlalchemy.engine import make_url
+
+        self.workdir = workdir
+        self.db_name = f"sngan_bench_{secrets.token_hex(4)}"
+        with admin_connect() as conn:
+            conn.execute(f'CREATE DATABASE "{self.db_name}"')
+        self.database_url = (
+            make_url(POSTGRES_URL).set(database=self.db_name).render_as_string(hide_password=False)
+        )
+        self.prefix = f"sngan-bench-{secrets.token_hex(4)}:"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SNGAN_")}
+        env.update(
+            SNGAN_DATA_DIR=str(workdir / "data"),
+            SNGAN_DATABASE_URL=self.database_url,
+            SNGAN_BROKER_URL=REDIS_URL,
+            SNGAN_BROKER_KEY_PREFIX=self.prefix,
+            SNGAN_AUTH="off",
+            SNGAN_TRAIN_DEVICE=device,
+            SNGAN_LOG_LEVEL="WARNING",
+            PYTHONPATH=str(REPO),
+        )
+        self.env = env
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self._start(
+            "api",
+            [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory"]
+            + ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        )
+        self._start(
+            "worker",
+            [sys.executable, "-m", "celery", "-A", "worker.celery_app:celery", "worker"]
+            + ["-Q", "gpu", "--concurrency", "1", "--loglevel", "INFO", "--without-gossip"]
+            + ["--without-mingle", "--without-heartbeat", "-n", f"bench-{self.prefix}@%h"],
+        )
+        deadline = time.monotonic() + 120
+        while True:
+            for name, proc in self.procs.items():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited at start:\n{self.log(name)}")
+            try:
+                up = httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                up = False
+            if up and "ready." in self.log("worker"):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"stack did not start:\n{self.log('api')}\n{self.log('worker')}")
+            time.sleep(0.3)
+
+    def _start(self, name: str, argv: list[str]) -> None:
+        with (self.workdir / f"{name}.log").open("ab") as log:
+            self.procs[name] = subprocess.Popen(
+                argv,
+                cwd=REPO,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+
+    def log(self, name: str) -> str:
+        path = self.workdir / f"{name}.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    def run_job(self, args: argparse.Namespace) -> tuple[float, int]:
+        from sqlalchemy import select
+
+        from app.db import session_factory
+        from app.tables import Metric
+
+        with httpx.Client(base_url=self.url, timeout=60) as http:
+            r = http.post("/v1/jobs", json=job_body(args))
+            r.raise_for_status()
+            job_id = r.json()["id"]
+            while True:  # polled once a second, as a dashboard would
+                job = http.get(f"/v1/jobs/{job_id}").json()
+                if job["status"] in ("succeeded", "failed", "canceled"):
+                    break
+                time.sleep(1)
+        if job["status"] != "succeeded":
+            raise RuntimeError(f"job ended {job['status']}: {job['error']}\n{self.log('worker')}")
+        with session_factory(self.database_url)() as session:
+            rows = session.execute(
+                select(Metric.step, Metric.value)
+                .where(Metric.job_id == job_id, Metric.name == "steps_per_s")
+                .order_by(Metric.step)
+            ).all()
+        return rate([(int(s), float(v)) for s, v in rows], args.warmup)
+
+    def stop(self) -> None:
+        from app.db import get_engine
+
+        for name, proc in self.procs.items():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGQUIT if name == "worker" else signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+        get_engine(self.database_url).dispose()
+        with admin_connect() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+        import redis
+
+        client = redis.Redis.from_url(REDIS_URL)
+        keys = list(client.scan_iter(match=self.prefix + "*"))
+        if keys:
+            client.delete(*keys)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (training)")
+    parser.add_argument("--arch", default="cnn32")
+    parser.add_argument("--ch", type=int, default=32, help="g_ch and d_ch")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--n-dis", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--warmup", type=int, default=50, help="first steps left out")
+    parser.add_argument("--num-images", type=int, default=2000)
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="bare/service pairs, alternated (best of each)"
+    )
+    args = parser.parse_args()
+
+    import torch
+
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    workdir = Path(tempfile.mkdtemp(prefix="sngan-overhead-bench-"))
+    results: dict[str, list[tuple[float, int]]] = {"bare": [], "service": []}
+    services = Services(workdir, args.device)
+    try:
+        for i in range(args.rounds):
+            results["bare"].append(bare(args, workdir))
+            print(f"round {i + 1}: bare trainer {results['bare'][-1][0]:.2f} steps/s", flush=True)
+            results["service"].append(services.run_job(args))
+            print(f"round {i + 1}: service {results['service'][-1][0]:.2f} steps/s", flush=True)
+    finally:
+        services.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    bare_rate, bare_n = max(results["bare"])
+    svc_rate, svc_n = max(results["service"])
+    threads = torch.get_num_threads()
+    print()
+    print(
+        f"{args.arch} g_ch/d_ch {args.ch}, batch {args.batch_size}, n_dis {args.n_dis}, "
+        f"{args.steps} steps (first {args.warmup} left out), synthetic data, on {args.device} "
+        f"({threads} CPU threads); best of {args.rounds} round(s), each side alternated"
+    )
+    print()
+    print("| run | steps/s | steps measured | ratio to bare |")
+    print("|---|---|---|---|")
+    print(f"| bare `models.Trainer` | {bare_rate:.2f} | {bare_n} | 1.00 |")
+    print(
+        f"| job through API + Celery worker (PostgreSQL, Redis) | {svc_rate:.2f} | {svc_n} | "
+        f"{svc_rate / bare_rate:.3f} |"
+    )
+    print()
+    verdict = "meets" if svc_rate >= 0.95 * bare_rate else "misses"
+    print(
+        f"The service keeps {100 * svc_rate / bare_rate:.1f}% of bare throughput ({verdict} ≥ 95%)."
+    )
+
+
+if __name__ == "__main__":
+    main()
