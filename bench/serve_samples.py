@@ -23,6 +23,7 @@ import hashlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -230,7 +231,11 @@ def main() -> None:
     parser.add_argument("--batch-max-wait-ms", type=float, default=None)
     parser.add_argument("--batch-max-size", type=int, default=None)
     parser.add_argument("--chunk", type=int, default=None, help="SNGAN_GENERATION_CHUNK")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="OMP_NUM_THREADS of the server (torch's default)"
+    )
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers on the way out
     args.clients = [int(c) for c in args.clients.split(",")]
 
     import torch
@@ -257,6 +262,7 @@ def main() -> None:
             PYTHONPATH=str(REPO),
         )
         for name, value in (
+            ("OMP_NUM_THREADS", args.threads),
             ("SNGAN_BATCH_MAX_WAIT_MS", args.batch_max_wait_ms),
             ("SNGAN_BATCH_MAX_SIZE", args.batch_max_size),
             ("SNGAN_GENERATION_CHUNK", args.chunk),
@@ -292,7 +298,7 @@ def main() -> None:
     what = args.checkpoint or f"{args.arch}" + (f" g_ch/d_ch {args.g_ch}" if args.g_ch else "")
     print()
     print(
-        f"{what}, generation on {device} ({torch.get_num_threads()} CPU threads in this process), "
+        f"{what}, generation on {device} (server's torch threads: {args.threads or 'default'}), "
         f"{args.duration:g} s a row; batch_max_wait_ms {knobs['wait']}, batch_max_size "
         f"{knobs['size']}, generation_chunk {knobs['chunk']}"
     )
