@@ -10,7 +10,7 @@ Both sides are measured the same way, from the trainer's own `steps_per_s` point
 job, the points the worker wrote to PostgreSQL), leaving out the first `--warmup` steps:
 steps / Σ(time of each step).
 
-    python bench/service_overhead.py                  # cnn32 g_ch/d_ch 32, batch 64, 400 steps
+    python bench/service_overhead.py                  # cnn32 g_ch/d_ch 16, batch 32, 400 steps
     python bench/service_overhead.py --device cuda --arch resnet32 --steps 3000 --warmup 500
 """
 
@@ -93,7 +93,7 @@ def bare(args: argparse.Namespace, workdir: Path) -> tuple[float, int]:
 class Services:
     """A fresh PostgreSQL database, a Redis key prefix, uvicorn and a Celery worker."""
 
-    def __init__(self, workdir: Path, device: str) -> None:
+    def __init__(self, workdir: Path, device: str, threads: int | None) -> None:
         from sqlalchemy.engine import make_url
 
         self.workdir = workdir
@@ -115,6 +115,8 @@ class Services:
             SNGAN_LOG_LEVEL="WARNING",
             PYTHONPATH=str(REPO),
         )
+        if threads is not None:
+            env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         self.env = env
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         port = free_port()
@@ -172,9 +174,16 @@ class Services:
             r.raise_for_status()
             job_id = r.json()["id"]
             while True:  # polled once a second, as a dashboard would
-                job = http.get(f"/v1/jobs/{job_id}").json()
-                if job["status"] in ("succeeded", "failed", "canceled"):
-                    break
+                try:
+                    r = http.get(f"/v1/jobs/{job_id}")
+                except httpx.HTTPError:
+                    r = None
+                if r is not None and r.status_code == 200:
+                    job = r.json()
+                    if job["status"] in ("succeeded", "failed", "canceled"):
+                        break
+                else:  # the database may be restarted under us (a shared machine)
+                    print(f"  poll: {r.status_code if r else 'no answer'}; retrying", flush=True)
                 time.sleep(1)
         if job["status"] != "succeeded":
             raise RuntimeError(f"job ended {job['status']}: {job['error']}\n{self.log('worker')}")
@@ -199,8 +208,14 @@ class Services:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=5)
         get_engine(self.database_url).dispose()
-        with admin_connect() as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+        for _ in range(30):  # the database may be restarting
+            try:
+                with admin_connect() as conn:
+                    conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+                break
+            except Exception as e:
+                print(f"  dropping {self.db_name}: {e}; retrying", flush=True)
+                time.sleep(2)
         import redis
 
         client = redis.Redis.from_url(REDIS_URL)
@@ -213,8 +228,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (training)")
     parser.add_argument("--arch", default="cnn32")
-    parser.add_argument("--ch", type=int, default=32, help="g_ch and d_ch")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--ch", type=int, default=16, help="g_ch and d_ch")
+    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--n-dis", type=int, default=1)
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--warmup", type=int, default=50, help="first steps left out")
@@ -222,15 +237,28 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=1, help="bare/service pairs, alternated (best of each)"
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads of both trainers (default: 1 on CPU, as many as torch likes "
+        "on CUDA); on a CPU shared with other work, more threads than idle cores make "
+        "OpenMP spin and the figures meaningless",
+    )
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers on the way out
 
     import torch
 
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.threads is None and args.device == "cpu":
+        args.threads = 1
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     workdir = Path(tempfile.mkdtemp(prefix="sngan-overhead-bench-"))
     results: dict[str, list[tuple[float, int]]] = {"bare": [], "service": []}
-    services = Services(workdir, args.device)
+    services = Services(workdir, args.device, args.threads)
     try:
         for i in range(args.rounds):
             results["bare"].append(bare(args, workdir))
