@@ -37,15 +37,9 @@ from app.tables import (
     SampleGrid,
     utcnow,
 )
+from models.sources import BUILTIN_LAYOUTS, builtin_candidates, find_builtin
 
 log = logging.getLogger(__name__)
-
-# Where the built-in datasets are looked for, under settings.data_dir (the same candidates as
-# models.data, which the API cannot import without torch).
-BUILTIN_MARKERS = {
-    "cifar10": (["", "cifar-10-batches-py", "cifar10/cifar-10-batches-py"], "data_batch_1"),
-    "stl10": (["", "stl10_binary", "stl10/stl10_binary"], "train_X.bin"),
-}
 
 
 def request_hash(spec: JobCreate) -> str:
@@ -141,15 +135,13 @@ def _check_dataset(
             )
         return dataset
     assert ref.source is not None
-    if ref.source in BUILTIN_MARKERS:
-        candidates, marker = BUILTIN_MARKERS[ref.source]
-        looked = [settings.data_dir / c / marker for c in candidates]
-        if not any(p.exists() for p in looked):
-            raise invalid(
-                "dataset.source",
-                f"{ref.source} files not found; looked for: " + ", ".join(map(str, looked)),
-                code="dataset_unavailable",
-            )
+    if ref.source in BUILTIN_LAYOUTS and find_builtin(ref.source, settings.data_dir) is None:
+        looked = builtin_candidates(ref.source, settings.data_dir)
+        raise invalid(
+            "dataset.source",
+            f"{ref.source} files not found; looked for: " + ", ".join(map(str, looked)),
+            code="dataset_unavailable",
+        )
     return None
 
 
