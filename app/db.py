@@ -47,7 +47,16 @@ def get_engine(url: str | None = None) -> Engine:
         # short connect and pool waits, and pooled connections checked before use (a restart
         # leaves them dead).
         connect_args["connect_timeout"] = 3
-    return create_engine(url, pool_pre_ping=True, pool_timeout=10, connect_args=connect_args)
+    # As many connections as the thread pool runs sync routes at once (anyio's 40), so a
+    # burst of requests waits for a thread, never for a connection (pool_timeout -> 503).
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=30,
+        pool_timeout=10,
+        connect_args=connect_args,
+    )
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
