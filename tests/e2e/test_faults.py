@@ -155,6 +155,10 @@ def test_a_duplicate_delivery_trains_once_and_a_stale_worker_stops_writing(
             30,
             "the stale worker to notice it lost the lease",
         )
+        # it wrote no file over the new owner's either: every recorded checkpoint verifies
+        folder = fault_stack.data_dir / "jobs" / job_id / "checkpoints"
+        for row in api.get(f"/v1/jobs/{job_id}/checkpoints").json()["data"]:
+            assert sha256_file(folder / f"step_{row['step']:08d}.pt") == row["sha256"]
     finally:
         extra = fault_stack.procs.pop("worker-b")
         with contextlib.suppress(ProcessLookupError):
