@@ -93,7 +93,9 @@ def bare(args: argparse.Namespace, workdir: Path) -> tuple[float, int]:
 class Services:
     """A fresh PostgreSQL database, a Redis key prefix, uvicorn and a Celery worker."""
 
-    def __init__(self, workdir: Path, device: str, threads: int | None) -> None:
+    def __init__(
+        self, workdir: Path, device: str, threads: int | None, extra: dict[str, str]
+    ) -> None:
         from sqlalchemy.engine import make_url
 
         self.workdir = workdir
@@ -117,6 +119,7 @@ class Services:
         )
         if threads is not None:
             env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        env.update(extra)
         self.env = env
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         port = free_port()
@@ -245,6 +248,13 @@ def main() -> None:
         "on CUDA); on a CPU shared with other work, more threads than idle cores make "
         "OpenMP spin and the figures meaningless",
     )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="SNGAN_X=VALUE",
+        help="a setting of the service's processes (to find where time goes)",
+    )
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers on the way out
 
@@ -258,7 +268,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     workdir = Path(tempfile.mkdtemp(prefix="sngan-overhead-bench-"))
     results: dict[str, list[tuple[float, int]]] = {"bare": [], "service": []}
-    services = Services(workdir, args.device, args.threads)
+    extra = dict(item.split("=", 1) for item in args.env)
+    services = Services(workdir, args.device, args.threads, extra)
     try:
         for i in range(args.rounds):
             results["bare"].append(bare(args, workdir))

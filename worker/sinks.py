@@ -3,7 +3,9 @@
 Metric points are buffered and written in batches (one multi-row INSERT ... ON CONFLICT DO
 NOTHING per flush) together with the job's progress and events, in one transaction that first
 re-checks the lease. When the database is unreachable the buffer is kept and the next flush
-retries; the trainer never waits on the database between flushes.
+retries. The periodic flushes run on a short-lived thread of their own, so the training loop
+never waits on the database for its metrics; checkpoints and sample grids are recorded before
+the trainer goes on.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ class DatabaseSinks(TrainerSinks):
         self._writes: list[tuple[Write, tuple[str, dict[str, Any]] | None]] = []
         self._last_flush = clock()
         self._lock = threading.Lock()  # the heartbeat thread reads and sets the flags below
+        self._flush_lock = threading.Lock()  # one flush at a time, in buffer order
+        self._flusher: threading.Thread | None = None
         self._cancel_requested = False
         self._lost: LeaseLost | None = None
 
@@ -90,7 +94,7 @@ class DatabaseSinks(TrainerSinks):
         if "steps_per_s" in metrics and math.isfinite(metrics["steps_per_s"]):
             self.steps_per_s = float(metrics["steps_per_s"])
         if self.clock() - self._last_flush >= self.settings.metrics_flush_every_s:
-            self.flush()
+            self._flush_in_background()
 
     def on_sample_grid(self, step: int, path: Path) -> None:
         rel = self._relative(path)
@@ -140,11 +144,38 @@ class DatabaseSinks(TrainerSinks):
 
     # --- writing --------------------------------------------------------------------------
 
+    def _flush_in_background(self) -> None:
+        """Start a flush on its own thread unless one is still running (a write takes
+        milliseconds to seconds; a training step should not wait for it)."""
+        if self._flusher is not None and self._flusher.is_alive():
+            return
+        self._last_flush = self.clock()  # due again one period from now, not every step
+        self._flusher = threading.Thread(
+            target=self._background_flush, name=f"flush-{self.lease.job_id[:8]}", daemon=True
+        )
+        self._flusher.start()
+
+    def _background_flush(self) -> None:
+        try:
+            with self._flush_lock:
+                if self._points or self._writes:  # else a later flush wrote them meanwhile
+                    self._flush(final=False)
+        except LeaseLost:
+            pass  # recorded: the training thread raises it at its next call
+        except Exception:
+            log.exception(
+                "job %s: metric flush failed; the points stay buffered", self.lease.job_id
+            )
+
     def flush(self, final: bool = False) -> bool:
         """Write what is buffered; False (buffer kept) when the database is unreachable.
 
         With `final`, retry until `settings.lease_timeout_s` has passed, then raise.
         """
+        with self._flush_lock:
+            return self._flush(final)
+
+    def _flush(self, final: bool) -> bool:
         deadline = self.clock() + self.settings.lease_timeout_s
         delay = 0.5
         while True:
