@@ -208,6 +208,7 @@ async def job_samples(
     depend on the batch a request shared."""
     from app import generation  # torch is loaded on the first request that needs it
 
+    job = await run_in_threadpool(jobs.get, session, principal.owner, job_id)  # 404 first
     cap = get_settings().max_samples_per_request
     if n > cap:
         raise ApiError(
@@ -219,9 +220,7 @@ async def job_samples(
     if fmt == "png" and n != 1:
         raise invalid("n", "format=png returns a single image; send n=1 (or format=grid/zip)")
     wanted = _parse_labels(labels, n)
-    job, row = await run_in_threadpool(
-        _sample_checkpoint, session, principal.owner, job_id, checkpoint
-    )
+    row = await run_in_threadpool(_sample_checkpoint, session, job.id, checkpoint)
     path = jobs.data_path(row.path)
     if not path.is_file():
         raise ApiError(409, "checkpoint_removed", f"checkpoint {row.step} was removed; retry")
@@ -256,13 +255,10 @@ async def job_samples(
     )
 
 
-def _sample_checkpoint(
-    session: Session, owner: str, job_id: str, checkpoint: str
-) -> tuple[Job, CheckpointRow]:
-    job = jobs.get(session, owner, job_id)
-    row = jobs.checkpoint(session, job.id, checkpoint)
+def _sample_checkpoint(session: Session, job_id: str, checkpoint: str) -> CheckpointRow:
+    row = jobs.checkpoint(session, job_id, checkpoint)
     session.close()  # the generator may take a while; hold no connection meanwhile
-    return job, row
+    return row
 
 
 def _parse_labels(labels: str | None, n: int) -> list[int] | None:
