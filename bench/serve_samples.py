@@ -259,7 +259,7 @@ def main() -> None:
             SNGAN_MAX_SAMPLES_PER_REQUEST="256",
             SNGAN_RATE_LIMIT_PER_MINUTE=str(10**9),
             SNGAN_LOG_LEVEL="WARNING",
-            PYTHONPATH=str(REPO),
+            PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
         )
         for name, value in (
             ("OMP_NUM_THREADS", args.threads),

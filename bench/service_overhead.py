@@ -115,7 +115,7 @@ class Services:
             SNGAN_AUTH="off",
             SNGAN_TRAIN_DEVICE=device,
             SNGAN_LOG_LEVEL="WARNING",
-            PYTHONPATH=str(REPO),
+            PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
         )
         if threads is not None:
             env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
