@@ -151,6 +151,10 @@ class Trainer:
 
         # the modules the updates call: compiled twins share the parameters and buffers
         compiled = cuda if sp.compile is None else sp.compile
+        if compiled:
+            # a graph the compiler cannot handle runs eagerly (with a warning) instead of
+            # failing a job hours into a queue
+            torch._dynamo.config.suppress_errors = True
         self._G: nn.Module = torch.compile(self.netG) if compiled else self.netG  # type: ignore[assignment]
         self._D: nn.Module = torch.compile(self.netD) if compiled else self.netD  # type: ignore[assignment]
 
