@@ -138,27 +138,17 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    import psycopg
     import redis
     from sqlalchemy.engine import make_url
 
     from app.db import migrate, session_factory
+    from tests.utils import admin_connect
 
     admin_url = make_url(args.postgres)
     db_name = f"sngan_bench_{secrets.token_hex(4)}"
     prefix = f"sngan-bench-{secrets.token_hex(4)}:"
 
-    def admin() -> psycopg.Connection[Any]:
-        return psycopg.connect(
-            host=admin_url.host,
-            port=admin_url.port or 5432,
-            user=admin_url.username,
-            password=admin_url.password,
-            dbname=admin_url.database or "postgres",
-            autocommit=True,
-        )
-
-    with admin() as conn:
+    with admin_connect(args.postgres) as conn:
         conn.execute(f'CREATE DATABASE "{db_name}"')
     database_url = admin_url.set(database=db_name).render_as_string(hide_password=False)
     workdir = Path(tempfile.mkdtemp(prefix="sngan-bench-"))
@@ -279,7 +269,7 @@ def main() -> None:
         from app.db import get_engine
 
         get_engine(database_url).dispose()
-        with admin() as conn:
+        with admin_connect(args.postgres) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
         r = redis.Redis.from_url(args.redis)
         stale = list(r.scan_iter(match=prefix + "*"))

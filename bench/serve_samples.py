@@ -24,7 +24,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +35,8 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from tests.utils import ApiServer, insert_finished_job  # noqa: E402
 
 
 def make_checkpoint(args: argparse.Namespace, data_dir: Path, job_id: str) -> tuple[Path, str]:
@@ -74,80 +75,20 @@ def make_checkpoint(args: argparse.Namespace, data_dir: Path, job_id: str) -> tu
 
 
 def insert_job(database_url: str, data_dir: Path, job_id: str, path: Path, sha: str) -> None:
-    from app.db import get_engine, migrate, session_factory
-    from app.tables import Checkpoint, Job, utcnow
+    from app.db import get_engine, migrate
 
     migrate(database_url)
-    now = utcnow()
-    with session_factory(database_url)() as session:
-        session.add(
-            Job(
-                id=job_id,
-                owner="local",  # every request's owner with auth off
-                name="serve-bench",
-                status="succeeded",
-                config={},
-                created_at=now,
-                updated_at=now,
-                total_steps=2,
-                latest_metrics={},
-            )
-        )
-        session.flush()
-        session.add(
-            Checkpoint(
-                job_id=job_id,
-                step=2,
-                path=str(path.relative_to(data_dir)),
-                size_bytes=path.stat().st_size,
-                sha256=sha,
-            )
-        )
-        session.commit()
+    insert_finished_job(database_url, data_dir, job_id, path, sha, name="serve-bench")
     get_engine(database_url).dispose()
 
 
-class Server:
-    def __init__(self, env: dict[str, str], port: int, log: Path) -> None:
-        self.url = f"http://127.0.0.1:{port}"
-        with log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory"]
-                + ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-                cwd=REPO,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        deadline = time.monotonic() + 120
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"uvicorn exited:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"uvicorn did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.2)
-
-    def batch_histogram(self) -> tuple[float, float]:
-        """(calls to the generator, images generated) so far."""
-        text = httpx.get(f"{self.url}/metrics", timeout=30).text
-        values = dict(
-            re.findall(r"^sngan_generation_batch_size_(count|sum) (\S+)$", text, re.MULTILINE)
-        )
-        return float(values.get("count", 0)), float(values.get("sum", 0))
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+def batch_histogram(server: ApiServer) -> tuple[float, float]:
+    """(calls to the generator, images generated) so far."""
+    text = httpx.get(f"{server.url}/metrics", timeout=30).text
+    values = dict(
+        re.findall(r"^sngan_generation_batch_size_(count|sum) (\S+)$", text, re.MULTILINE)
+    )
+    return float(values.get("count", 0)), float(values.get("sum", 0))
 
 
 @dataclass
@@ -195,15 +136,15 @@ async def drive(
     return answered, latencies
 
 
-def measure(server: Server, job_id: str, args: argparse.Namespace, batching: bool) -> list[Row]:
+def measure(server: ApiServer, job_id: str, args: argparse.Namespace, batching: bool) -> list[Row]:
     asyncio.run(drive(server.url, job_id, 2, args.warmup, seed0=10**12))  # load, warm up
     rows = []
     for clients in args.clients:
-        calls0, images0 = server.batch_histogram()
+        calls0, images0 = batch_histogram(server)
         answered, lat = asyncio.run(
             drive(server.url, job_id, clients, args.duration, seed0=clients)
         )
-        calls1, images1 = server.batch_histogram()
+        calls1, images1 = batch_histogram(server)
         mean_batch = (images1 - images0) / max(calls1 - calls0, 1)
         rows.append(
             Row(
@@ -279,12 +220,10 @@ def main() -> None:
         }
         rows: list[Row] = []
         for batching in (True, False):
-            from tests.utils import free_port
-
-            server = Server(
+            server = ApiServer(
                 {**env, "SNGAN_BATCHING": str(batching).lower()},
-                free_port(),
                 workdir / f"api-{batching}.log",
+                timeout=120,
             )
             try:
                 rows += measure(server, job_id, args, batching)

@@ -8,6 +8,8 @@ import io
 import json
 import os
 import socket
+import subprocess
+import sys
 import time
 import zipfile
 from collections.abc import Callable
@@ -49,12 +51,12 @@ TEST_SETTINGS = {
 }
 
 
-def admin_connect():  # type: ignore[no-untyped-def]
+def admin_connect(postgres_url: str = POSTGRES_URL):  # type: ignore[no-untyped-def]
     """An autocommit connection to PostgreSQL's maintenance database (CREATE/DROP DATABASE)."""
     import psycopg
     from sqlalchemy.engine import make_url
 
-    url = make_url(POSTGRES_URL)
+    url = make_url(postgres_url)
     return psycopg.connect(
         host=url.host,
         port=url.port or 5432,
@@ -265,3 +267,79 @@ def cancel_all(client: httpx.Client) -> None:
     for job in client.get("/v1/jobs", params={"limit": 200}).json()["data"]:
         if job["status"] not in FINISHED:
             client.post(f"/v1/jobs/{job['id']}/cancel")
+
+
+class ApiServer:
+    """uvicorn serving `app.main:create_app` as a subprocess on a free loopback port, up
+    (answering /healthz) when the constructor returns; its output goes to `log`."""
+
+    def __init__(self, env: dict[str, str], log: Path, timeout: float = 60) -> None:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = log
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory"]
+                + ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+                cwd=REPO,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"uvicorn exited:\n{log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"uvicorn did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def insert_finished_job(
+    database_url: str, data_dir: Path, job_id: str, checkpoint: Path, sha: str, name: str
+) -> None:
+    """A succeeded job of owner `local` (every request's owner with auth off) whose one
+    checkpoint is `checkpoint`, recorded as the worker's sinks record it."""
+    from app.db import session_factory
+    from app.tables import Checkpoint, Job, utcnow
+
+    now = utcnow()
+    with session_factory(database_url)() as session:
+        session.add(
+            Job(
+                id=job_id,
+                owner="local",
+                name=name,
+                status="succeeded",
+                config={},
+                created_at=now,
+                updated_at=now,
+                total_steps=2,
+                latest_metrics={},
+            )
+        )
+        session.flush()
+        session.add(
+            Checkpoint(
+                job_id=job_id,
+                step=2,
+                path=str(checkpoint.relative_to(data_dir)),
+                size_bytes=checkpoint.stat().st_size,
+                sha256=sha,
+            )
+        )
+        session.commit()

@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import io
 import re
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.utils import base_env, free_port
+from tests.utils import ApiServer, base_env, insert_finished_job
 
 # (n, seed, labels) of the requests; sizes that do not divide the forward chunk of 8
 REQUESTS: list[tuple[int, int, str | None]] = [
@@ -61,78 +58,9 @@ def _train(out: Path, conditional: bool) -> tuple[Path, str]:
     return result.checkpoint, sha
 
 
-def _insert_job(database_url: str, data_dir: Path, job_id: str, checkpoint: Path, sha: str) -> None:
-    """A succeeded job whose one checkpoint is `checkpoint` (as the worker's sinks record it)."""
-    from app.db import session_factory
-    from app.tables import Checkpoint, Job, utcnow
-
-    now = utcnow()
-    with session_factory(database_url)() as session:
-        session.add(
-            Job(
-                id=job_id,
-                owner="local",  # the owner of every request with auth off
-                name=job_id,
-                status="succeeded",
-                config={},
-                created_at=now,
-                updated_at=now,
-                total_steps=2,
-                latest_metrics={},
-            )
-        )
-        session.flush()
-        session.add(
-            Checkpoint(
-                job_id=job_id,
-                step=2,
-                path=str(checkpoint.relative_to(data_dir)),
-                size_bytes=checkpoint.stat().st_size,
-                sha256=sha,
-            )
-        )
-        session.commit()
-
-
-class Server:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        with log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory"]
-                + ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        self.log = log
-        deadline = time.monotonic() + 60
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"uvicorn exited:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"uvicorn did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.2)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """{"on": Server, "off": Server, "jobs": {"plain": id, "conditional": id}}."""
+    """{"on": ApiServer, "off": ApiServer, "jobs": {"plain": id, "conditional": id}}."""
     from app.db import get_engine, migrate
 
     workdir = tmp_path_factory.mktemp("batching")
@@ -144,7 +72,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     for kind in ("plain", "conditional"):
         job_id = f"batching-{kind}"
         checkpoint, sha = _train(data_dir / "jobs" / job_id, kind == "conditional")
-        _insert_job(database_url, data_dir, job_id, checkpoint, sha)
+        insert_finished_job(database_url, data_dir, job_id, checkpoint, sha, name=job_id)
         job_ids[kind] = job_id
     get_engine(database_url).dispose()
     env = base_env(data_dir)
@@ -153,10 +81,10 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     # the clients' requests arrive, and nobody waits the whole time once 8 are there
     on_env = {**env, "SNGAN_BATCH_MAX_WAIT_MS": "1000", "SNGAN_BATCH_MAX_SIZE": "8"}
     off_env = {**env, "SNGAN_BATCHING": "false"}
-    started: list[Server] = []
+    started: list[ApiServer] = []
     try:
-        started.append(Server(on_env, workdir / "api-on.log"))
-        started.append(Server(off_env, workdir / "api-off.log"))
+        started.append(ApiServer(on_env, workdir / "api-on.log"))
+        started.append(ApiServer(off_env, workdir / "api-off.log"))
         yield {"on": started[0], "off": started[1], "jobs": job_ids}
     finally:
         for server in started:
@@ -172,16 +100,16 @@ def _sample(base_url: str, job_id: str, n: int, seed: int, labels: str | None) -
     return response
 
 
-def _sequential(server: Server, job_id: str, requests: list[Any]) -> list[bytes]:
+def _sequential(server: ApiServer, job_id: str, requests: list[Any]) -> list[bytes]:
     return [_sample(server.url, job_id, *r).content for r in requests]
 
 
-def _concurrent(server: Server, job_id: str, requests: list[Any]) -> list[httpx.Response]:
+def _concurrent(server: ApiServer, job_id: str, requests: list[Any]) -> list[httpx.Response]:
     with ThreadPoolExecutor(len(requests)) as pool:
         return list(pool.map(lambda r: _sample(server.url, job_id, *r), requests))
 
 
-def _batch_histogram(server: Server) -> dict[str, float]:
+def _batch_histogram(server: ApiServer) -> dict[str, float]:
     text = httpx.get(f"{server.url}/metrics", timeout=30).text
     found = {}
     for match in re.finditer(
