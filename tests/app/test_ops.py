@@ -5,13 +5,12 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.utils import REPO, base_env, free_port
+from tests.utils import REPO, ApiServer, base_env, free_port
 
 
 def test_health_readiness_and_metrics(stack, api) -> None:  # type: ignore[no-untyped-def]
@@ -77,59 +76,18 @@ def test_openapi_describes_the_contract(api) -> None:  # type: ignore[no-untyped
         assert field in job
 
 
-def _serve(tmp_path: Path, **env: str) -> tuple[subprocess.Popen[bytes], str, Path]:
-    port = free_port()
-    log = tmp_path / f"api-{port}.log"
-    full_env = base_env(tmp_path / "data") | env
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "app.main:create_app",
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            cwd=REPO,
-            env=full_env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return proc, url, log
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError(f"API did not start:\n{log.read_text()}")
-        time.sleep(0.1)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+def _serve(tmp_path: Path, **env: str) -> ApiServer:
+    return ApiServer(base_env(tmp_path / "data") | env, tmp_path / "api.log", timeout=30)
 
 
 def test_readyz_is_503_while_the_database_and_broker_are_unreachable(tmp_path: Path) -> None:
     closed = free_port()  # nothing listens there
-    proc, url, _ = _serve(
+    server = _serve(
         tmp_path,
         SNGAN_DATABASE_URL=f"postgresql+psycopg://postgres@127.0.0.1:{closed}/none",
         SNGAN_BROKER_URL=f"redis://127.0.0.1:{closed}/0",
     )
+    url = server.url
     try:
         response = httpx.get(f"{url}/readyz", timeout=30)
         assert response.status_code == 503
@@ -138,18 +96,19 @@ def test_readyz_is_503_while_the_database_and_broker_are_unreachable(tmp_path: P
         assert "database" in error["message"] and "broker" in error["message"]
         assert httpx.get(f"{url}/healthz").status_code == 200
     finally:
-        _stop(proc)
+        server.stop()
 
 
 def test_auth_off_acts_as_local_and_says_so_at_start(tmp_path: Path) -> None:
-    proc, url, log = _serve(tmp_path, SNGAN_AUTH="off", SNGAN_MIGRATE_ON_STARTUP="true")
+    server = _serve(tmp_path, SNGAN_AUTH="off", SNGAN_MIGRATE_ON_STARTUP="true")
+    url = server.url
     try:
         response = httpx.get(f"{url}/v1/jobs")
         assert response.status_code == 200 and response.json() == {"data": [], "next_cursor": None}
         assert httpx.get(f"{url}/readyz").status_code == 200  # embedded: SQLite + filesystem
     finally:
-        _stop(proc)
-    assert "SNGAN_AUTH=off" in log.read_text()
+        server.stop()
+    assert "SNGAN_AUTH=off" in server.log.read_text()
 
 
 @pytest.mark.parametrize(
