@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 
 from .config import RunConfig
 from .data import ImageDataset
+from .generate import to_uint8_nchw
 
 INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
 INCEPTION_URL = (
@@ -74,8 +75,7 @@ def generate_uint8(
         y = None
         if cfg.model.conditional:
             y = torch.randint(cfg.model.num_classes, (m,), generator=gen).to(device)
-        x = netG(z, y).float()
-        out.append(((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu())
+        out.append(to_uint8_nchw(netG(z, y)).cpu())
     return torch.cat(out)
 
 

@@ -12,10 +12,14 @@ from torch import nn
 from .config import RunConfig
 
 
+def to_uint8_nchw(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) in [-1, 1] -> uint8 (N, C, H, W) on the same device."""
+    return ((x.float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+
+
 def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """(N, C, H, W) in [-1, 1] -> uint8 (N, H, W, C)."""
-    x = ((x.float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()
+    """(N, C, H, W) in [-1, 1] -> uint8 numpy (N, H, W, C)."""
+    return to_uint8_nchw(x).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def sample_inputs(
