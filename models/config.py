@@ -102,8 +102,19 @@ class SpeedConfig:
 
     @classmethod
     def eager(cls) -> SpeedConfig:
-        """The plain mode: two D forwards, unfused Adam, no graphs, NCHW."""
-        return cls(joint_d_forward=False, channels_last=False, fused_adam=False, cuda_graphs=False)
+        """The plain mode: two D forwards, unfused Adam, no graphs, no compile, NCHW."""
+        return cls(
+            joint_d_forward=False,
+            channels_last=False,
+            fused_adam=False,
+            cuda_graphs=False,
+            compile=False,
+        )
+
+    @classmethod
+    def fast_on_cpu(cls) -> SpeedConfig:
+        """Every switch a CPU can run (what the CPU tests compare with the plain mode)."""
+        return cls(joint_d_forward=True, channels_last=True, fused_adam=True, compile=False)
 
 
 @dataclass
