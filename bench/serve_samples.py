@@ -50,7 +50,7 @@ def make_checkpoint(args: argparse.Namespace, data_dir: Path, job_id: str) -> tu
         sha = hashlib.sha256(dst.read_bytes()).hexdigest()
         dst.with_name(dst.name + ".sha256").write_text(sha + "\n")
         return dst, sha
-    from models import RunConfig, Trainer
+    from models import RunConfig, SpeedConfig, Trainer
     from models.checkpoint import recorded_sha256
 
     model: dict[str, object] = {"arch": args.arch}
@@ -66,6 +66,7 @@ def make_checkpoint(args: argparse.Namespace, data_dir: Path, job_id: str) -> tu
             "sample_every": 2,
         }
     )
+    cfg.speed = SpeedConfig.eager()  # two steps: not worth a torch.compile
     device = "cpu" if args.device == "cpu" else "auto"
     result = Trainer(cfg, data_dir / "jobs" / job_id, device=device).fit()
     assert result.checkpoint is not None
