@@ -106,14 +106,15 @@ class _WorkerChild:
     def stop(self, grace_s: float) -> int | None:
         """Warm shutdown (SIGTERM), then cold (SIGQUIT) after ``grace_s``, then SIGKILL.
 
-        A warm shutdown waits for the running task; a training task can run for hours, so
-        past the grace period the worker is told to give its task back (cold shutdown): the
-        job is picked up again from its latest checkpoint.
+        A warm shutdown hands a running job back: it stops at its next step, is checkpointed
+        there and goes back to the queue (worker/shutdown.py), usually within seconds. A
+        worker still busy past the grace period is stopped cold; its job is then re-queued
+        when its lease runs out and continues from its latest checkpoint.
         """
         self.terminate()
         for escalate, wait_s in ((None, grace_s), (signal.SIGQUIT, 10.0)):
             if escalate is not None and self.alive():
-                err.print("worker still busy: cold shutdown, its task goes back to the queue")
+                err.print("worker still busy: cold shutdown; the job is re-queued when its lease ends")
                 self.proc.send_signal(escalate)
             try:
                 return self.proc.wait(timeout=wait_s)

@@ -191,6 +191,32 @@ def finish(
     return True
 
 
+def hand_back(session: Session, lease: Lease, reason: str) -> bool:
+    """Put a running job back in the queue (its worker is shutting down), fencing the old
+    lease off; False when the lease was lost or the job is being canceled meanwhile."""
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(Job.id == lease.job_id, Job.lease_token == lease.token, Job.status == "running")
+        .values(
+            status="queued",
+            lease_owner=None,
+            lease_token=Job.lease_token + 1,
+            heartbeat_at=None,
+            enqueued_at=None,
+            updated_at=now,
+        )
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        return False
+    events.append(
+        session, lease.job_id, "status", {"status": "queued", "error": None, "reason": reason}
+    )
+    session.commit()
+    return True
+
+
 @dataclass
 class ReapReport:
     requeued: list[str] = field(default_factory=list)

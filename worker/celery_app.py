@@ -42,6 +42,26 @@ def create_celery(settings: Settings | None = None) -> Celery:
 celery = create_celery()
 
 
+@signals.worker_process_init.connect
+def _on_pool_child_init(**_: Any) -> None:
+    from worker import shutdown
+
+    shutdown.install_in_child()
+
+
+@signals.worker_shutting_down.connect
+def _on_shutting_down(how: str = "Warm", **_: Any) -> None:
+    """Warm shutdown: the running job goes back to the queue at its next step (see
+    worker/shutdown.py) instead of keeping the worker up until it ends."""
+    if how != "Warm":  # cold: celery terminates the task; the lease timeout re-queues it
+        return
+    from billiard.process import active_children
+
+    from worker import shutdown
+
+    shutdown.notify_children(active_children())
+
+
 @signals.worker_init.connect
 def _on_worker_init(**_: Any) -> None:
     settings = get_settings()

@@ -27,6 +27,7 @@ from app.config import Settings
 from app.leases import Lease, LeaseLost, ProgressUpdate
 from app.tables import Checkpoint, SampleGrid, utcnow
 from models import TrainerSinks
+from worker import shutdown
 
 log = logging.getLogger(__name__)
 
@@ -137,10 +138,15 @@ class DatabaseSinks(TrainerSinks):
 
         self._writes.append((write, None))
 
-    def should_stop(self) -> bool:
-        self._raise_if_lost()
+    @property
+    def cancel_requested(self) -> bool:
         with self._lock:
             return self._cancel_requested
+
+    def should_stop(self) -> bool:
+        """Canceled, or the worker is shutting down (the job is then handed back)."""
+        self._raise_if_lost()
+        return self.cancel_requested or shutdown.requested()
 
     # --- writing --------------------------------------------------------------------------
 

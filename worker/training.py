@@ -17,7 +17,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import leases
+from app import jobs, leases
 from app.config import Settings, get_settings
 from app.db import session_factory
 from app.leases import Lease, LeaseLost, worker_name
@@ -36,6 +36,7 @@ from models import (
     load_dataset,
     verify_checkpoint,
 )
+from worker import shutdown
 from worker.sinks import DatabaseSinks, Heartbeat
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,9 @@ def run_claimed(lease: Lease, settings: Settings | None = None) -> None:
             )
             result = trainer.fit(resume_from)
             sinks.flush(final=True)
+        if result.stopped and not sinks.cancel_requested and shutdown.requested():
+            _hand_back(sessions, lease, result.step)
+            return
         status = "canceled" if result.stopped else "succeeded"
         log.info("job %s: %s at step %d", job_id, status, result.step)
         _finish(sessions, lease, settings, status)
@@ -133,6 +137,17 @@ def run_claimed(lease: Lease, settings: Settings | None = None) -> None:
         log.exception("job %s failed", job_id)
         _best_effort_flush(sinks)
         _finish(sessions, lease, settings, "failed", "internal_error", f"{type(e).__name__}: {e}")
+
+
+def _hand_back(sessions: sessionmaker[Session], lease: Lease, step: int) -> None:
+    """The worker is shutting down: the job, checkpointed at `step`, goes back to the queue
+    for the next worker (or, if the broker is down, to the reaper's next round)."""
+    with sessions() as session:
+        if leases.hand_back(session, lease, f"worker shut down at step {step}"):
+            log.info("job %s: handed back at step %d (worker shutting down)", lease.job_id, step)
+            jobs.enqueue(session, lease.job_id)
+        else:
+            log.warning("job %s: lease lost before handing the job back", lease.job_id)
 
 
 def _stored_dataset(session: Session, job: Job, settings: Settings) -> StoredDataset | None:

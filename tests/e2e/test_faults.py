@@ -106,6 +106,46 @@ def test_a_sigkilled_worker_is_replaced_and_the_job_continues_from_its_checkpoin
     assert f"continuing from checkpoint {resumed_from}" in fault_stack.log_tail("worker", 100_000)
 
 
+def test_a_worker_told_to_stop_hands_its_job_back_at_once(
+    fault_stack: Stack, api: httpx.Client
+) -> None:
+    """SIGTERM to the worker's main process alone (what `docker stop` sends): the warm
+    shutdown does not wait for the job's remaining steps nor leave it to the lease timeout;
+    the job stops at its next step, is checkpointed there, goes back to the queue, and the
+    worker exits. The next worker continues from that checkpoint: no step trained twice, one
+    point per (metric, step)."""
+    steps = 400
+    job_id = submit(api, steps, checkpoint_every=1000, sample_every=1000)
+    url = f"/v1/jobs/{job_id}"
+    wait_for(lambda: step_of(api, job_id) >= 30, 120, "the job to pass step 30")
+    worker = fault_stack.procs["worker"]
+    worker.send_signal(signal.SIGTERM)  # the main process only, not its group
+    worker.wait(timeout=60)  # 370 steps were left: it did not wait for them
+    stopped_at = datetime.now().astimezone()
+
+    job = api.get(url).json()
+    assert job["status"] == "queued" and job["attempts"] == 1
+    handed_at = job["progress"]["step"]
+    assert 30 <= handed_at < steps
+    # the stop's own checkpoint (periodic ones are every 1000 steps), recorded and verified
+    recorded = api.get(f"{url}/checkpoints").json()["data"]
+    assert [c["step"] for c in recorded] == [handed_at]
+    folder = fault_stack.data_dir / "jobs" / job_id / "checkpoints"
+    assert sha256_file(folder / f"step_{handed_at:08d}.pt") == recorded[0]["sha256"]
+    log = fault_stack.log_tail("worker", 100_000)
+    assert f"handed back at step {handed_at}" in log
+    assert "lease expired" not in log
+
+    start_worker(fault_stack)
+    done = wait_for_status(api, job_id, "succeeded", timeout=240)
+    assert done["attempts"] == 2 and done["progress"]["step"] == steps
+    points = assert_all_points_once(api, job_id, steps)
+    assert all(
+        datetime.fromisoformat(p["time"]) <= stopped_at for p in points if p["step"] <= handed_at
+    )
+    assert f"continuing from checkpoint {handed_at}" in fault_stack.log_tail("worker", 100_000)
+
+
 def test_a_duplicate_delivery_trains_once_and_a_stale_worker_stops_writing(
     fault_stack: Stack, api: httpx.Client
 ) -> None:
