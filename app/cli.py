@@ -114,7 +114,7 @@ class _WorkerChild:
         self.terminate()
         for escalate, wait_s in ((None, grace_s), (signal.SIGQUIT, 10.0)):
             if escalate is not None and self.alive():
-                err.print("worker still busy: cold shutdown; the job is re-queued when its lease ends")
+                err.print("worker still busy: cold shutdown (its job resumes after its lease)")
                 self.proc.send_signal(escalate)
             try:
                 return self.proc.wait(timeout=wait_s)

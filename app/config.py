@@ -93,6 +93,13 @@ class Settings(BaseSettings):
         default=0.5, description="How often an open event stream looks for new events."
     )
     metrics_flush_every_s: float = Field(default=1.0, description="Metric batch flush period.")
+    progress_events_keep_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="How long a running job's progress and metrics events are kept for SSE "
+        "replay (status, sample, checkpoint and done events are kept for good; metric values "
+        "stay in the metrics table).",
+    )
     keep_checkpoints: int = Field(default=5, description="Checkpoints kept per job (last K).")
     inception_weights: Path | None = Field(
         default=None,

@@ -6,14 +6,16 @@ stream replays rows after ``Last-Event-ID`` and then follows new ones.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from app.tables import Event, utcnow
 
 EVENT_TYPES = ("status", "progress", "metrics", "sample", "checkpoint", "done")
+SUPERSEDED_TYPES = ("progress", "metrics")  # each one's latest tells all the earlier ones did
 
 
 def append(session: Session, job_id: str, type_: str, data: dict[str, Any]) -> None:
@@ -37,3 +39,17 @@ def after(session: Session, job_id: str, after_id: int, limit: int = 500) -> lis
         .limit(limit)
     )
     return list(rows)
+
+
+def prune_progress(session: Session, job_id: str, keep_s: float) -> int:
+    """Delete the job's progress and metrics events older than `keep_s` (two a second while
+    it trains); the caller commits. A client resuming from an older Last-Event-ID gets
+    every later event, status changes included. Returns how many were deleted."""
+    result = session.execute(
+        delete(Event).where(
+            Event.job_id == job_id,
+            Event.type.in_(SUPERSEDED_TYPES),
+            Event.created_at < utcnow() - timedelta(seconds=keep_s),
+        )
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]

@@ -17,11 +17,9 @@ steps / Σ(time of each step).
 from __future__ import annotations
 
 import argparse
-import os
 import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +31,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.utils import POSTGRES_URL, REDIS_URL, admin_connect, free_port  # noqa: E402
+from tests.utils import Stack, running_stack  # noqa: E402
 
 
 def job_body(args: argparse.Namespace) -> dict[str, Any]:
@@ -90,141 +88,38 @@ def bare(args: argparse.Namespace, workdir: Path) -> tuple[float, int]:
     return rate(sinks.points, args.warmup)
 
 
-class Services:
-    """A fresh PostgreSQL database, a Redis key prefix, uvicorn and a Celery worker."""
+def run_job(stack: Stack, args: argparse.Namespace) -> tuple[float, int]:
+    """Submit the job over HTTP, poll it once a second until it ends, and read its
+    `steps_per_s` points back from PostgreSQL."""
+    from sqlalchemy import select
 
-    def __init__(
-        self, workdir: Path, device: str, threads: int | None, extra: dict[str, str]
-    ) -> None:
-        from sqlalchemy.engine import make_url
+    from app.tables import Metric
 
-        self.workdir = workdir
-        self.db_name = f"sngan_bench_{secrets.token_hex(4)}"
-        with admin_connect() as conn:
-            conn.execute(f'CREATE DATABASE "{self.db_name}"')
-        self.database_url = (
-            make_url(POSTGRES_URL).set(database=self.db_name).render_as_string(hide_password=False)
-        )
-        self.prefix = f"sngan-bench-{secrets.token_hex(4)}:"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SNGAN_")}
-        env.update(
-            SNGAN_DATA_DIR=str(workdir / "data"),
-            SNGAN_DATABASE_URL=self.database_url,
-            SNGAN_BROKER_URL=REDIS_URL,
-            SNGAN_BROKER_KEY_PREFIX=self.prefix,
-            SNGAN_AUTH="off",
-            SNGAN_TRAIN_DEVICE=device,
-            SNGAN_LOG_LEVEL="WARNING",
-            PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-        )
-        if threads is not None:
-            env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-        env.update(extra)
-        self.env = env
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self._start(
-            "api",
-            [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory"]
-            + ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        )
-        self._start(
-            "worker",
-            [sys.executable, "-m", "celery", "-A", "worker.celery_app:celery", "worker"]
-            + ["-Q", "gpu", "--concurrency", "1", "--loglevel", "INFO", "--without-gossip"]
-            + ["--without-mingle", "--without-heartbeat", "-n", f"bench-{self.prefix}@%h"],
-        )
-        deadline = time.monotonic() + 120
-        while True:
-            for name, proc in self.procs.items():
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{name} exited at start:\n{self.log(name)}")
+    with stack.client(timeout=60) as http:
+        r = http.post("/v1/jobs", json=job_body(args))
+        r.raise_for_status()
+        job_id = r.json()["id"]
+        while True:  # polled once a second, as a dashboard would
             try:
-                up = httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
+                r = http.get(f"/v1/jobs/{job_id}")
             except httpx.HTTPError:
-                up = False
-            if up and "ready." in self.log("worker"):
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"stack did not start:\n{self.log('api')}\n{self.log('worker')}")
-            time.sleep(0.3)
-
-    def _start(self, name: str, argv: list[str]) -> None:
-        with (self.workdir / f"{name}.log").open("ab") as log:
-            self.procs[name] = subprocess.Popen(
-                argv,
-                cwd=REPO,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-
-    def log(self, name: str) -> str:
-        path = self.workdir / f"{name}.log"
-        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
-
-    def run_job(self, args: argparse.Namespace) -> tuple[float, int]:
-        from sqlalchemy import select
-
-        from app.db import session_factory
-        from app.tables import Metric
-
-        with httpx.Client(base_url=self.url, timeout=60) as http:
-            r = http.post("/v1/jobs", json=job_body(args))
-            r.raise_for_status()
-            job_id = r.json()["id"]
-            while True:  # polled once a second, as a dashboard would
-                try:
-                    r = http.get(f"/v1/jobs/{job_id}")
-                except httpx.HTTPError:
-                    r = None
-                if r is not None and r.status_code == 200:
-                    job = r.json()
-                    if job["status"] in ("succeeded", "failed", "canceled"):
-                        break
-                else:  # the database may be restarted under us (a shared machine)
-                    print(f"  poll: {r.status_code if r else 'no answer'}; retrying", flush=True)
-                time.sleep(1)
-        if job["status"] != "succeeded":
-            raise RuntimeError(f"job ended {job['status']}: {job['error']}\n{self.log('worker')}")
-        with session_factory(self.database_url)() as session:
-            rows = session.execute(
-                select(Metric.step, Metric.value)
-                .where(Metric.job_id == job_id, Metric.name == "steps_per_s")
-                .order_by(Metric.step)
-            ).all()
-        return rate([(int(s), float(v)) for s, v in rows], args.warmup)
-
-    def stop(self) -> None:
-        from app.db import get_engine
-
-        for name, proc in self.procs.items():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGQUIT if name == "worker" else signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
-        get_engine(self.database_url).dispose()
-        for _ in range(30):  # the database may be restarting
-            try:
-                with admin_connect() as conn:
-                    conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
-                break
-            except Exception as e:
-                print(f"  dropping {self.db_name}: {e}; retrying", flush=True)
-                time.sleep(2)
-        import redis
-
-        client = redis.Redis.from_url(REDIS_URL)
-        keys = list(client.scan_iter(match=self.prefix + "*"))
-        if keys:
-            client.delete(*keys)
+                r = None
+            if r is not None and r.status_code == 200:
+                job = r.json()
+                if job["status"] in ("succeeded", "failed", "canceled"):
+                    break
+            else:  # the database may be restarted under us (a shared machine)
+                print(f"  poll: {r.status_code if r else 'no answer'}; retrying", flush=True)
+            time.sleep(1)
+    if job["status"] != "succeeded":
+        raise RuntimeError(f"job ended {job['status']}: {job['error']}\n{stack.log_tail('worker')}")
+    with stack.sessions()() as session:
+        rows = session.execute(
+            select(Metric.step, Metric.value)
+            .where(Metric.job_id == job_id, Metric.name == "steps_per_s")
+            .order_by(Metric.step)
+        ).all()
+    return rate([(int(s), float(v)) for s, v in rows], args.warmup)
 
 
 def main() -> None:
@@ -268,16 +163,24 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     workdir = Path(tempfile.mkdtemp(prefix="sngan-overhead-bench-"))
     results: dict[str, list[tuple[float, int]]] = {"bare": [], "service": []}
-    extra = dict(item.split("=", 1) for item in args.env)
-    services = Services(workdir, args.device, args.threads, extra)
+    threads = str(args.threads or torch.get_num_threads())
+    # the service's own defaults (flushes, heartbeat, checkpoints), auth off for the bench
+    extra = {
+        "SNGAN_AUTH": "off",
+        "SNGAN_TRAIN_DEVICE": args.device,
+        "SNGAN_LOG_LEVEL": "WARNING",
+        "OMP_NUM_THREADS": threads,
+        "MKL_NUM_THREADS": threads,
+    }
+    extra.update(dict(item.split("=", 1) for item in args.env))
     try:
-        for i in range(args.rounds):
-            results["bare"].append(bare(args, workdir))
-            print(f"round {i + 1}: bare trainer {results['bare'][-1][0]:.2f} steps/s", flush=True)
-            results["service"].append(services.run_job(args))
-            print(f"round {i + 1}: service {results['service'][-1][0]:.2f} steps/s", flush=True)
+        with running_stack("services", workdir, extra, test_settings=False) as stack:
+            for i in range(args.rounds):
+                results["bare"].append(bare(args, workdir))
+                print(f"round {i + 1}: bare {results['bare'][-1][0]:.2f} steps/s", flush=True)
+                results["service"].append(run_job(stack, args))
+                print(f"round {i + 1}: service {results['service'][-1][0]:.2f} steps/s", flush=True)
     finally:
-        services.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
     bare_rate, bare_n = max(results["bare"])

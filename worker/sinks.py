@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 Write = Callable[[Session], None]
 
 
+PRUNE_EVERY_S = 60.0  # how often a flush also drops the job's expired progress events
+
+
 class DatabaseSinks(TrainerSinks):
     def __init__(
         self,
@@ -54,6 +57,7 @@ class DatabaseSinks(TrainerSinks):
         self._points: list[dict[str, Any]] = []
         self._writes: list[tuple[Write, tuple[str, dict[str, Any]] | None]] = []
         self._last_flush = clock()
+        self._last_prune = clock()
         self._lock = threading.Lock()  # the heartbeat thread reads and sets the flags below
         self._flush_lock = threading.Lock()  # one flush at a time, in buffer order
         self._flusher: threading.Thread | None = None
@@ -235,6 +239,7 @@ class DatabaseSinks(TrainerSinks):
                 )
             )
             update.events.append(("metrics", {"step": self.step, "metrics": dict(self.latest)}))
+        prune = self.clock() - self._last_prune >= PRUNE_EVERY_S
         with self.sessions() as session:
             # one transaction: the lease check, progress, metrics, side rows and events
             status = leases.write_progress(session, self.lease, update, commit=False)
@@ -242,7 +247,13 @@ class DatabaseSinks(TrainerSinks):
                 write(session)
                 if event is not None:
                     events.append(session, self.lease.job_id, *event)
+            if prune:
+                events.prune_progress(
+                    session, self.lease.job_id, self.settings.progress_events_keep_s
+                )
             session.commit()
+        if prune:
+            self._last_prune = self.clock()
         del self._points[: len(points)]
         del self._writes[: len(writes)]
         self._last_flush = self.clock()

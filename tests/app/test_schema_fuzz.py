@@ -21,8 +21,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.conftest import Stack, running_stack
-from tests.utils import STACKS
+from tests.utils import STACKS, Stack, running_stack, services_unreachable
 
 pytestmark = pytest.mark.services
 
@@ -34,7 +33,10 @@ def fuzz_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     if "services" not in STACKS:
         pytest.skip("runs on the services stack (SNGAN_TEST_STACKS)")
     extra = {"SNGAN_MAX_CONCURRENT_JOBS_PER_KEY": "1000", "SNGAN_REAPER_INTERVAL_S": "3600"}
-    with running_stack("services", tmp_path_factory.mktemp("fuzz"), extra, worker=False) as s:
+    workdir = tmp_path_factory.mktemp("fuzz")
+    with running_stack(
+        "services", workdir, extra, worker=False, on_unreachable=services_unreachable
+    ) as s:
         yield s
 
 

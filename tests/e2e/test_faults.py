@@ -23,8 +23,15 @@ import httpx
 import pytest
 from celery import Celery
 
-from tests.conftest import Stack, start_worker
-from tests.utils import METRIC_NAMES, REDIS_URL, tiny_job, wait_for, wait_for_status
+from tests.utils import (
+    METRIC_NAMES,
+    REDIS_URL,
+    Stack,
+    start_worker,
+    tiny_job,
+    wait_for,
+    wait_for_status,
+)
 
 pytestmark = [pytest.mark.faults, pytest.mark.services]
 

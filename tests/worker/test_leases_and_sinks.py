@@ -211,3 +211,46 @@ def test_metrics_survive_a_database_outage(stack, settings, leased) -> None:  # 
         assert session.execute(text("SELECT 1")).scalar() == 1
         total = session.scalar(select(func.count()).select_from(Metric))
     assert total is not None and total >= 30
+
+
+def test_expired_progress_events_are_pruned_and_the_others_kept(  # type: ignore[no-untyped-def]
+    stack, settings, leased
+) -> None:
+    """Two events a second while training: a flush drops the job's progress and metrics
+    events older than SNGAN_PROGRESS_EVENTS_KEEP_S (at most once a minute); status, sample
+    and checkpoint events stay, and so do recent ones."""
+    from app.tables import utcnow
+
+    def types() -> list[str]:
+        with stack.sessions()() as session:
+            rows = session.scalars(
+                select(Event.type).where(Event.job_id == leased.job_id).order_by(Event.id)
+            )
+            return list(rows)
+
+    old = utcnow() - timedelta(seconds=settings.progress_events_keep_s + 60)
+    with stack.sessions()() as session:
+        for type_ in ("progress", "metrics", "sample", "checkpoint"):
+            session.add(Event(job_id=leased.job_id, type=type_, data={"step": 1}, created_at=old))
+        session.commit()
+    before = types()
+    assert before.count("progress") == 1 and before[0] == "status"
+
+    now = [0.0]
+    sinks = DatabaseSinks(leased, stack.sessions(), settings, total_steps=50, clock=lambda: now[0])
+    feed(sinks, range(1, 3))
+    assert sinks.flush()
+    assert types() == before + ["progress", "metrics"]  # not a minute yet: nothing pruned
+
+    now[0] = 61.0
+    feed(sinks, range(3, 5))
+    assert sinks.flush()
+    assert types() == [
+        "status",  # running, from the claim
+        "sample",
+        "checkpoint",
+        "progress",
+        "metrics",
+        "progress",
+        "metrics",
+    ]
