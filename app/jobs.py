@@ -104,7 +104,7 @@ def create(
         if existing is None:
             raise
         return existing, False
-    enqueue(session, job_id)
+    _enqueue(session, job_id)
     return job, True
 
 
@@ -159,9 +159,7 @@ def _check_eval(settings: Settings, spec: JobCreate) -> None:
         )
 
 
-def enqueue(session: Session, job_id: str) -> None:
-    """Publish the training task of a queued job and note when (the reaper retries a job
-    whose message could not be published)."""
+def _enqueue(session: Session, job_id: str) -> None:
     if enqueue_training(job_id):
         session.execute(
             update(Job).where(Job.id == job_id, Job.status == "queued").values(enqueued_at=utcnow())
@@ -267,7 +265,7 @@ def resume(session: Session, owner: str, job_id: str) -> Job:
         raise ApiError(409, "conflict", f"job {job_id} is changing state; try again")
     events.status_events(session, job_id, "queued", None)
     session.commit()
-    enqueue(session, job_id)
+    _enqueue(session, job_id)
     session.refresh(job)
     return job
 

@@ -17,7 +17,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import jobs, leases
+from app import leases
 from app.config import Settings, get_settings
 from app.db import session_factory
 from app.leases import Lease, LeaseLost, worker_name
@@ -71,8 +71,13 @@ def run_job(job_id: str, settings: Settings | None = None) -> None:
 
 
 def run_claimed(lease: Lease, settings: Settings | None = None) -> None:
-    """Train a job whose lease this worker holds, and record how it ended."""
-    settings = settings or get_settings()
+    """Train a job whose lease this worker holds, and record how it ended (or hand it back
+    if the worker is told to stop meanwhile)."""
+    with shutdown.handing_back_on_signals():
+        _run_claimed(lease, settings or get_settings())
+
+
+def _run_claimed(lease: Lease, settings: Settings) -> None:
     sessions = session_factory()
     job_id = lease.job_id
     with sessions() as session:
@@ -140,12 +145,12 @@ def run_claimed(lease: Lease, settings: Settings | None = None) -> None:
 
 
 def _hand_back(sessions: sessionmaker[Session], lease: Lease, step: int) -> None:
-    """The worker is shutting down: the job, checkpointed at `step`, goes back to the queue
-    for the next worker (or, if the broker is down, to the reaper's next round)."""
+    """The worker is shutting down: the job, checkpointed at `step`, goes back to the queue.
+    Its task is not published from here: a worker winding down may still take messages, and
+    one it took would die with it. The API's reaper publishes it within a round."""
     with sessions() as session:
         if leases.hand_back(session, lease, f"worker shut down at step {step}"):
             log.info("job %s: handed back at step %d (worker shutting down)", lease.job_id, step)
-            jobs.enqueue(session, lease.job_id)
         else:
             log.warning("job %s: lease lost before handing the job back", lease.job_id)
 

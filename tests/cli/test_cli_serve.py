@@ -4,6 +4,7 @@ broker) in a temporary data directory, driven by the ``sngan`` client commands a
 from __future__ import annotations
 
 import io
+import os
 import re
 import signal
 import time
@@ -116,6 +117,49 @@ def test_embedded_serve_trains_serves_stops_and_restarts(
     regrid = httpx.get(f"{url}/v1/jobs/{job_id}/samples", params={"n": 16, "seed": 3}, timeout=60)
     assert regrid.status_code == 200, regrid.text
     assert regrid.content == grid.content
+    assert server.stop(signal.SIGTERM) == 0, server.log()
+
+
+def test_ctrl_c_during_a_job_hands_it_back_and_a_restart_finishes_it(
+    server_factory: Callable[..., Server], tmp_path: Path
+) -> None:
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) while a job trains:
+    `sngan serve` exits 0 within its grace period without a cold shutdown; the job is back
+    in the queue with a checkpoint at the step it stopped; the next `sngan serve` picks it up
+    at once and finishes it without training a step twice."""
+    steps = 400
+    server = server_factory()
+    server.start()
+    url, env, cwd = server.url, server.env, server.workdir
+    job = TINY_JOB[: TINY_JOB.index("--steps")] + ["--steps", str(steps)]
+    job += ["--checkpoint-every", "1000", "--sample-every", "1000"]
+    submit = run_sngan(
+        "jobs", "submit", "--source", "synthetic", *job, "--url", url, env=env, cwd=cwd
+    )
+    assert submit.returncode == 0, submit.stderr
+    job_id = submit.stdout.strip().splitlines()[-1]
+
+    deadline = time.monotonic() + 120
+    while httpx.get(f"{url}/v1/jobs/{job_id}", timeout=10).json()["progress"]["step"] < 20:
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.3)
+    assert server.proc is not None
+    os.killpg(server.proc.pid, signal.SIGINT)
+    assert server.proc.wait(timeout=30) == 0, server.log()
+    assert "worker still busy" not in server.log()  # no cold shutdown was needed
+
+    server.start()
+    queued = httpx.get(f"{url}/v1/jobs/{job_id}", timeout=10).json()
+    stopped_at = queued["progress"]["step"]
+    assert 20 <= stopped_at < steps
+    checkpoints = httpx.get(f"{url}/v1/jobs/{job_id}/checkpoints", timeout=10).json()["data"]
+    assert [c["step"] for c in checkpoints] == [stopped_at]
+    done = wait_for_status(url, job_id, {"succeeded"}, timeout=300)
+    assert done["progress"]["step"] == steps and done["attempts"] == 2
+    points = httpx.get(
+        f"{url}/v1/jobs/{job_id}/metrics", params={"names": "loss_d", "limit": 10_000}, timeout=10
+    ).json()["data"]
+    assert sorted(p["step"] for p in points) == list(range(1, steps + 1))
     assert server.stop(signal.SIGTERM) == 0, server.log()
 
 
