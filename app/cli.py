@@ -13,11 +13,13 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any, NoReturn
@@ -139,6 +141,10 @@ def serve(
     grace: Annotated[
         float, typer.Option(help="Seconds the worker may take to stop before it is forced.")
     ] = 10.0,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, max=64, help="API processes (default SNGAN_API_WORKERS)."),
+    ] = None,
 ) -> None:
     """Run migrations, then the API (and one worker as a child process).
 
@@ -146,6 +152,7 @@ def serve(
     for, and the command exits 0. Nothing is deleted: a restart finds every job again.
     """
     settings = get_settings()
+    workers = workers or settings.api_workers
     embedded = _embedded(settings)
     if embedded and "auth" not in settings.model_fields_set:
         if _is_loopback(host):
@@ -168,6 +175,8 @@ def serve(
     from app.db import migrate
 
     migrate()
+    if workers > 1:
+        _prepare_api_processes(settings)
 
     import uvicorn
 
@@ -195,9 +204,22 @@ def serve(
         port=port,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=5,
+        workers=workers,
     )
     server = ApiServer(config)
     worker_died: list[int] = []
+    supervisor = None
+    if workers > 1:
+        from uvicorn.supervisors.multiprocess import Multiprocess
+
+        supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+        err.print(f"{workers} API processes")
+
+    def stop_api() -> None:
+        if supervisor is not None:
+            supervisor.should_exit.set()
+        else:
+            server.should_exit = True
 
     def watch_worker() -> None:
         assert child is not None
@@ -205,7 +227,7 @@ def serve(
         if not stop_signal and not child.stopping:
             worker_died.append(code)
             err.print(f"[bold red]worker exited unexpectedly (status {code}); stopping[/]")
-            server.should_exit = True
+            stop_api()
 
     if child is not None:
         threading.Thread(target=watch_worker, name="worker-watch", daemon=True).start()
@@ -217,7 +239,14 @@ def serve(
     }
     api_failed = False
     try:
-        server.run()
+        if supervisor is not None:
+            for sig in (signal.SIGINT, signal.SIGTERM):  # as ApiServer.handle_exit does
+                signal.signal(sig, lambda s, f: _stop_all(s, stop_signal, child, stop_api))
+            supervisor.run()
+            # it also returns when an API process could not start
+            api_failed = not stop_signal and not worker_died
+        else:
+            server.run()
     except SystemExit as exc:  # uvicorn exits 1 when it cannot bind
         api_failed = exc.code not in (0, None)
     finally:
@@ -226,9 +255,28 @@ def serve(
             err.print(f"worker stopped (status {code})")
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if api_failed or worker_died or not server.started:
+    if api_failed or worker_died or (supervisor is None and not server.started):
         raise typer.Exit(1)
     err.print("stopped")
+
+
+def _prepare_api_processes(settings: Settings) -> None:
+    """Before several API processes start: the parent has migrated, so they need not; their
+    Prometheus metrics go to files in a fresh folder that /metrics of any of them sums."""
+    os.environ["SNGAN_MIGRATE_ON_STARTUP"] = "false"
+    metrics_dir = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or settings.data_dir / "metrics")
+    shutil.rmtree(metrics_dir, ignore_errors=True)  # the counts of an earlier run
+    metrics_dir.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+
+
+def _stop_all(
+    sig: int, stop_signal: list[int], child: _WorkerChild | None, stop_api: Callable[[], None]
+) -> None:
+    stop_signal.append(sig)
+    if child is not None:
+        child.terminate()
+    stop_api()
 
 
 @app.command(

@@ -36,6 +36,13 @@ class Settings(BaseSettings):
     migrate_on_startup: bool = Field(
         default=True, description="Run the Alembic migrations when the API starts."
     )
+    api_workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="API processes `sngan serve` runs (uvicorn workers); each has its own "
+        "generator cache, generation batcher and rate-limit buckets.",
+    )
 
     # --- auth --------------------------------------------------------------------------
     auth: Literal["on", "off"] = Field(

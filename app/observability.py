@@ -1,14 +1,22 @@
-"""Prometheus metrics of the API: requests, latencies, jobs by status, queue depth and the
-sizes of generation batches. Each app gets its own registry, so factories can run twice."""
+"""Prometheus metrics of the API: requests, latencies, jobs by status, queue depth, the sizes
+of generation batches and the API processes up. Each app gets its own registry, so factories
+can run twice.
+
+With several API processes (``sngan serve --workers N``) every process records into files
+under ``PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's multiprocess mode, chosen when that
+variable is set before the client is imported), and ``/metrics`` from any of them sums them.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -52,29 +60,41 @@ class Telemetry:
         self, counts: Callable[[], dict[str, int]], depth: Callable[[], int | None]
     ) -> None:
         self.registry = CollectorRegistry()
+        multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        # in multiprocess mode the values live in files, read back by the collector below
+        own = None if multiprocess else self.registry
+        if multiprocess:
+            MultiProcessCollector(self.registry)
         self.requests = Counter(
             "sngan_http_requests",
             "HTTP requests answered.",
             ["method", "route", "status"],
-            registry=self.registry,
+            registry=own,
         )
         self.latency = Histogram(
             "sngan_http_request_duration_seconds",
             "Time to answer an HTTP request (to the last byte).",
             ["method", "route"],
-            registry=self.registry,
+            registry=own,
         )
         self.generation_batch = Histogram(
             "sngan_generation_batch_size",
             "Images generated per call to the generator.",
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
-            registry=self.registry,
+            registry=own,
         )
         self.generation_seconds = Histogram(
             "sngan_generation_duration_seconds",
             "Time to generate and encode one sample request.",
-            registry=self.registry,
+            registry=own,
         )
+        self.processes = Gauge(
+            "sngan_api_processes",
+            "API processes serving (one sample per live process in multiprocess mode).",
+            registry=own,
+            multiprocess_mode="livesum",
+        )
+        self.processes.set(1)
         self.registry.register(_StateCollector(counts, depth))
 
     def render(self) -> bytes:

@@ -174,6 +174,9 @@ def main() -> None:
     parser.add_argument("--batch-max-size", type=int, default=None)
     parser.add_argument("--chunk", type=int, default=None, help="SNGAN_GENERATION_CHUNK")
     parser.add_argument(
+        "--api-workers", type=int, default=1, help="API processes (uvicorn --workers)"
+    )
+    parser.add_argument(
         "--threads", type=int, default=None, help="OMP_NUM_THREADS of the server (torch's default)"
     )
     args = parser.parse_args()
@@ -225,6 +228,7 @@ def main() -> None:
                 {**env, "SNGAN_BATCHING": str(batching).lower()},
                 workdir / f"api-{batching}.log",
                 timeout=120,
+                workers=args.api_workers,
             )
             try:
                 rows += measure(server, job_id, args, batching)
@@ -240,7 +244,7 @@ def main() -> None:
     print(
         f"{what}, generation on {device} (server's torch threads: {args.threads or 'default'}), "
         f"{args.duration:g} s a row; batch_max_wait_ms {knobs['wait']}, batch_max_size "
-        f"{knobs['size']}, generation_chunk {knobs['chunk']}"
+        f"{knobs['size']}, generation_chunk {knobs['chunk']}, {args.api_workers} API process(es)"
     )
     print()
     print(

@@ -8,7 +8,9 @@ import contextlib
 import io
 import json
 import os
+import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -274,16 +276,27 @@ def cancel_all(client: httpx.Client) -> None:
 
 class ApiServer:
     """uvicorn serving `app.main:create_app` as a subprocess on a free loopback port, up
-    (answering /healthz) when the constructor returns; its output goes to `log`."""
+    (every one of its `workers` processes answering) when the constructor returns; its output
+    goes to `log`. Several workers share their Prometheus metrics through a folder beside
+    `log`, as `sngan serve --workers` sets up."""
 
-    def __init__(self, env: dict[str, str], log: Path, timeout: float = 60) -> None:
+    def __init__(
+        self, env: dict[str, str], log: Path, timeout: float = 60, workers: int = 1
+    ) -> None:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.log = log
+        argv = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory"]
+        argv += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+        if workers > 1:
+            metrics_dir = log.with_suffix(".metrics")
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+            metrics_dir.mkdir(parents=True)
+            env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+            argv += ["--workers", str(workers)]
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory"]
-                + ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+                argv,
                 cwd=REPO,
                 env=env,
                 stdout=out,
@@ -295,7 +308,9 @@ class ApiServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"uvicorn exited:\n{log.read_text()[-3000:]}")
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                text = httpx.get(f"{self.url}/metrics", timeout=5).text
+                up = re.search(r"^sngan_api_processes (\S+)$", text, re.MULTILINE)
+                if up and float(up.group(1)) >= workers:
                     return
             except httpx.HTTPError:
                 pass

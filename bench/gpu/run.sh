@@ -3,8 +3,8 @@
 # issue 6 as one prepared run, each step's output written to $OUT (or ./gpu-out):
 #   1. tests/models/test_cuda.py            (captured/compiled steps == the eager loop)
 #   2. bench/train_throughput.py --compile  (cnn32 B128 and resnet32 B64 vs the baseline)
-#   3. bench/serve_samples.py --device cuda (1/8/32 clients, batching on and off), at the
-#      default SNGAN_GENERATION_CHUNK and at 32
+#   3. bench/serve_samples.py --device cuda (1/8/32 clients, batching on and off): one API
+#      process at the default SNGAN_GENERATION_CHUNK; then 4 API processes at chunk 32
 # About 7 minutes on an H200. QUICK=1 shortens every step (to try the script on a CPU box).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -46,5 +46,6 @@ else
     serve=(--duration 8 --warmup 2)
 fi
 step serve_samples python3 bench/serve_samples.py --device auto "${serve[@]}"
-step serve_samples_chunk32 python3 bench/serve_samples.py --device auto --chunk 32 "${serve[@]}"
+step serve_samples_4procs python3 bench/serve_samples.py --device auto --chunk 32 \
+    --api-workers 4 "${serve[@]}"
 ls -la "$out"

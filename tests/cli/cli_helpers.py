@@ -81,8 +81,10 @@ def alive(pid: int) -> bool:
 class Server:
     """``sngan serve`` as a subprocess in its own session, its output in a log file."""
 
-    def __init__(self, workdir: Path, env: dict[str, str], port: int) -> None:
-        self.workdir, self.env, self.port = workdir, env, port
+    def __init__(
+        self, workdir: Path, env: dict[str, str], port: int, args: tuple[str, ...] = ()
+    ) -> None:
+        self.workdir, self.env, self.port, self.args = workdir, env, port, args
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = workdir / f"serve-{port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -94,7 +96,7 @@ class Server:
         log.write(f"--- start {self.starts} ---\n".encode())
         log.flush()
         self.proc = subprocess.Popen(
-            [str(SNGAN), "serve", "--port", str(self.port)],
+            [str(SNGAN), "serve", "--port", str(self.port), *self.args],
             env=self.env,
             cwd=self.workdir,
             stdout=log,

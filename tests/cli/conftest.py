@@ -14,9 +14,9 @@ from tests.cli.cli_helpers import Server, free_port, sngan_env
 def server_factory(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     servers: list[Server] = []
 
-    def make(**extra_env: str) -> Server:
+    def make(*args: str, **extra_env: str) -> Server:
         data_dir = tmp_path / "data"
-        server = Server(tmp_path, sngan_env(data_dir, **extra_env), free_port())
+        server = Server(tmp_path, sngan_env(data_dir, **extra_env), free_port(), args)
         servers.append(server)
         return server
 

@@ -163,6 +163,39 @@ def test_ctrl_c_during_a_job_hands_it_back_and_a_restart_finishes_it(
     assert server.stop(signal.SIGTERM) == 0, server.log()
 
 
+def test_several_api_processes_share_the_port_and_their_metrics(
+    server_factory: Callable[..., Server],
+) -> None:
+    """`sngan serve --workers 2`: two API processes behind one port (with the worker child),
+    /metrics of either counts the requests of both, Ctrl-C stops every process."""
+    server = server_factory("--workers", "2")
+    server.start()
+    assert server.proc is not None
+    assert "2 API processes" in server.log()
+
+    def metric(text: str, name: str) -> float:
+        found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+        assert found, f"{name} not in /metrics"
+        return float(found.group(1))
+
+    healthz = 'sngan_http_requests_total{method="GET",route="/healthz",status="200"}'
+    before = httpx.get(f"{server.url}/metrics", timeout=10).text
+    assert metric(before, "sngan_api_processes") == 2  # one per live process, summed
+    for _ in range(60):  # a new connection each: the kernel hands them to either process
+        assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
+    after = httpx.get(f"{server.url}/metrics", timeout=10).text
+    assert metric(after, healthz) - metric(before, healthz) == 60
+    listed = httpx.get(f"{server.url}/v1/jobs", timeout=10)
+    assert listed.status_code == 200, listed.text
+
+    children = descendants(server.proc.pid)
+    assert len(children) >= 4  # two API processes, the Celery worker and its pool child
+    os.killpg(server.proc.pid, signal.SIGINT)
+    assert server.proc.wait(timeout=30) == 0, server.log()
+    time.sleep(0.5)
+    assert not [pid for pid in children if alive(pid)], server.log()
+
+
 def test_auth_on_needs_a_key_and_errors_exit_non_zero(
     server_factory: Callable[..., Server],
 ) -> None:
