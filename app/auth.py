@@ -76,11 +76,18 @@ def verify_api_key(session: Session, key: str) -> Principal | None:
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`.")
 
 
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
 def current_principal(
-    session: Annotated[Session, Depends(get_session)],
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    session: Annotated[Session, Depends(get_session)], credentials: BearerDep
 ) -> Principal:
-    """The FastAPI dependency: who is calling (401 without a valid key)."""
+    """The FastAPI dependency: who is calling (401 without a valid key, 429 over the rate)."""
+    return authenticate(session, credentials)
+
+
+def authenticate(session: Session, credentials: HTTPAuthorizationCredentials | None) -> Principal:
+    """Who is calling, for routes that resolve it inside their own database work."""
     if get_settings().auth == "off":
         return Principal(owner=LOCAL_OWNER, key_id=None)
     if credentials is None or credentials.scheme.lower() != "bearer":

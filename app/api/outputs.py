@@ -7,17 +7,18 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Literal
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import FileResponse
+from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
 from app import events, jobs
-from app.auth import PrincipalDep, SessionDep
+from app.auth import BearerDep, PrincipalDep, SessionDep, authenticate
 from app.config import get_settings
 from app.db import session_scope
 from app.errors import ApiError, invalid
@@ -32,6 +33,9 @@ from app.schemas import (
 )
 from app.tables import FINISHED_STATUSES, Job
 from app.tables import Checkpoint as CheckpointRow
+
+if TYPE_CHECKING:
+    from app.generation import Generated
 
 log = logging.getLogger(__name__)
 
@@ -188,8 +192,7 @@ def download_checkpoint(
 async def job_samples(
     job_id: str,
     request: Request,
-    principal: PrincipalDep,
-    session: SessionDep,
+    credentials: BearerDep,
     n: Annotated[int, Query(ge=1, description="Images to generate (capped by the server).")] = 64,
     seed: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
     labels: Annotated[
@@ -208,32 +211,14 @@ async def job_samples(
     depend on the batch a request shared."""
     from app import generation  # torch is loaded on the first request that needs it
 
-    job = await run_in_threadpool(jobs.get, session, principal.owner, job_id)  # 404 first
-    cap = get_settings().max_samples_per_request
-    if n > cap:
-        raise ApiError(
-            413,
-            "too_many_samples",
-            f"n: {n} images exceed the cap of {cap} per request (SNGAN_MAX_SAMPLES_PER_REQUEST)",
-            details={"field": "n", "limit": cap},
-        )
-    if fmt == "png" and n != 1:
-        raise invalid("n", "format=png returns a single image; send n=1 (or format=grid/zip)")
-    wanted = _parse_labels(labels, n)
-    row = await run_in_threadpool(_sample_checkpoint, session, job.id, checkpoint)
-    path = jobs.data_path(row.path)
-    if not path.is_file():
-        raise ApiError(409, "checkpoint_removed", f"checkpoint {row.step} was removed; retry")
+    # the key, the job, the checkpoint and the generator's queue in one trip off the event
+    # loop: this route is called at high rates, and each trip costs the loop time
+    job, row, future = await run_in_threadpool(
+        _queue_samples, credentials, job_id, n, seed, labels, checkpoint, fmt, ema
+    )
     started = time.perf_counter()
     try:
-        # loads the generator on a cache miss and draws the noise: off the event loop
-        future = await run_in_threadpool(generation.submit, path, row.sha256, n, seed, wanted, ema)
         generated = await asyncio.wrap_future(future)
-    except generation.UnusableCheckpoint as e:
-        log.error("job %s: checkpoint %d unusable: %s", job.id, row.step, e)
-        raise ApiError(
-            409, "checkpoint_corrupt", f"checkpoint {row.step} is unusable: {e}"
-        ) from None
     except ValueError as e:
         raise invalid("labels", str(e).removeprefix("labels: ")) from None
     body = await asyncio.get_running_loop().run_in_executor(
@@ -255,10 +240,50 @@ async def job_samples(
     )
 
 
-def _sample_checkpoint(session: Session, job_id: str, checkpoint: str) -> CheckpointRow:
-    row = jobs.checkpoint(session, job_id, checkpoint)
-    session.close()  # the generator may take a while; hold no connection meanwhile
-    return row
+def _queue_samples(
+    credentials: HTTPAuthorizationCredentials | None,
+    job_id: str,
+    n: int,
+    seed: int,
+    labels: str | None,
+    checkpoint: str,
+    fmt: str,
+    ema: bool,
+) -> tuple[Job, CheckpointRow, Future[Generated]]:
+    """401/429, 404, then the request's own limits, then the checkpoint (409s); the request
+    queued for its batch (the generator is loaded on a cache miss). No connection is held
+    once this returns: generating may take a while."""
+    from app import generation
+
+    with session_scope() as session:
+        principal = authenticate(session, credentials)
+        job = jobs.get(session, principal.owner, job_id)
+        cap = get_settings().max_samples_per_request
+        if n > cap:
+            raise ApiError(
+                413,
+                "too_many_samples",
+                f"n: {n} images exceed the cap of {cap} per request "
+                "(SNGAN_MAX_SAMPLES_PER_REQUEST)",
+                details={"field": "n", "limit": cap},
+            )
+        if fmt == "png" and n != 1:
+            raise invalid("n", "format=png returns a single image; send n=1 (or format=grid/zip)")
+        wanted = _parse_labels(labels, n)
+        row = jobs.checkpoint(session, job.id, checkpoint)
+    path = jobs.data_path(row.path)
+    if not path.is_file():
+        raise ApiError(409, "checkpoint_removed", f"checkpoint {row.step} was removed; retry")
+    try:
+        future = generation.submit(path, row.sha256, n, seed, wanted, ema)
+    except generation.UnusableCheckpoint as e:
+        log.error("job %s: checkpoint %d unusable: %s", job.id, row.step, e)
+        raise ApiError(
+            409, "checkpoint_corrupt", f"checkpoint {row.step} is unusable: {e}"
+        ) from None
+    except ValueError as e:
+        raise invalid("labels", str(e).removeprefix("labels: ")) from None
+    return job, row, future
 
 
 def _parse_labels(labels: str | None, n: int) -> list[int] | None:
