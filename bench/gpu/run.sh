@@ -3,8 +3,9 @@
 # issue 6 as one prepared run, each step's output written to $OUT (or ./gpu-out):
 #   1. tests/models/test_cuda.py            (captured/compiled steps == the eager loop)
 #   2. bench/train_throughput.py --compile  (cnn32 B128 and resnet32 B64 vs the baseline)
-#   3. bench/serve_samples.py --device cuda (1/8/32 clients, batching on and off): one API
-#      process at the default SNGAN_GENERATION_CHUNK; then 4 API processes at chunk 32
+#   3. bench/serve_samples.py on the GPU (batching on and off): one API process at the default
+#      SNGAN_GENERATION_CHUNK (1, 8, 32 clients); then, at 1 and 32 clients, one process at
+#      chunk 32 and four processes at chunk 32 (one change at a time)
 # About 7 minutes on an H200. QUICK=1 shortens every step (to try the script on a CPU box).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -40,12 +41,16 @@ if [ "$quick" = 1 ]; then
     step cuda_tests python3 -m pytest -q -p no:cacheprovider tests/models/test_fast_path.py
     step train_throughput python3 bench/train_throughput.py --width 8 --steps 3 --warmup 1
     serve=(--g-ch 4 --duration 2 --warmup 1)
+    few=(--clients 1,32)
 else
     step cuda_tests python3 -m pytest -q -p no:cacheprovider -s tests/models/test_cuda.py
     step train_throughput python3 bench/train_throughput.py --compile --steps 200
     serve=(--duration 8 --warmup 2)
+    few=(--clients 1,32)
 fi
 step serve_samples python3 bench/serve_samples.py --device auto "${serve[@]}"
-step serve_samples_4procs python3 bench/serve_samples.py --device auto --chunk 32 \
-    --api-workers 4 "${serve[@]}"
+step serve_samples_chunk32 python3 bench/serve_samples.py --device auto --chunk 32 \
+    "${serve[@]}" "${few[@]}"
+step serve_samples_chunk32_4procs python3 bench/serve_samples.py --device auto --chunk 32 \
+    --api-workers 4 "${serve[@]}" "${few[@]}"
 ls -la "$out"
