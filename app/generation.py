@@ -5,7 +5,9 @@ starts fast on hosts without it. Generators are kept in a small LRU cache.
 
 Concurrent requests for the same generator are batched: each device has one thread that
 runs the forward passes, off the event loop; a request waits at most ``batch_max_wait_ms``
-for others, and up to ``batch_max_size`` images go through the generator together. Each
+for others, and up to ``batch_max_size`` images go through the generator together. It waits
+only while other sample requests are on their way (announced with `Batcher.expecting` when
+they arrive, before their database lookups): a lone request goes at once. Each
 request's noise (and labels) are drawn on the CPU from its own seed and concatenated, and it
 gets back its own slice.
 
@@ -19,6 +21,7 @@ written with fixed settings and no metadata.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -26,7 +29,7 @@ import threading
 import time
 import zipfile
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,9 +134,10 @@ class Batcher:
     """The forward passes of one device, run by one thread, requests batched per generator.
 
     A batch takes the oldest waiting request, waits until `max_wait_s` after it arrived (or
-    until `max_size` images are waiting) for requests to the same generator, and takes them
-    in arrival order while they fit. A request larger than `max_size` runs alone. With
-    `batching` off each request is a batch of its own and nobody waits.
+    until `max_size` images are waiting, or until no other request is expected) for
+    requests to the same generator, and takes them in arrival order while they fit. A
+    request larger than `max_size` runs alone. With `batching` off each request is a batch
+    of its own and nobody waits.
     """
 
     def __init__(
@@ -146,8 +150,22 @@ class Batcher:
         self.chunk = max(1, chunk)
         self._cond = threading.Condition()
         self._pending: OrderedDict[CacheKey, deque[_Request]] = OrderedDict()
+        self._expected = 0  # requests announced and not yet submitted (or given up)
         self._thread = threading.Thread(target=self._run, name=f"generation-{device}", daemon=True)
         self._thread.start()
+
+    @contextlib.contextmanager
+    def expecting(self) -> Iterator[None]:
+        """Announce a request on its way: batches being formed wait for it (up to their
+        max wait) until it is submitted inside this block, or gives up."""
+        with self._cond:
+            self._expected += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._expected -= 1
+                self._cond.notify_all()
 
     def submit(self, key: CacheKey, netG: Any, z: Any, y: Any) -> Future[Generated]:
         request = _Request(key, netG, z, y)
@@ -164,6 +182,8 @@ class Batcher:
             if self.batching:
                 deadline = queue[0].enqueued + self.max_wait_s
                 while sum(r.n for r in queue) < self.max_size:
+                    if self._expected <= 0:  # nobody else on the way: nobody to wait for
+                        break
                     left = deadline - time.monotonic()
                     if left <= 0:
                         break

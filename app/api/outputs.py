@@ -255,6 +255,23 @@ def _queue_samples(
     once this returns: generating may take a while."""
     from app import generation
 
+    # batches being formed wait for this request (up to their max wait) until it is queued
+    with generation.batcher(generation.resolve_device()).expecting():
+        return _lookup_and_submit(credentials, job_id, n, seed, labels, checkpoint, fmt, ema)
+
+
+def _lookup_and_submit(
+    credentials: HTTPAuthorizationCredentials | None,
+    job_id: str,
+    n: int,
+    seed: int,
+    labels: str | None,
+    checkpoint: str,
+    fmt: str,
+    ema: bool,
+) -> tuple[Job, CheckpointRow, Future[Generated]]:
+    from app import generation
+
     with session_scope() as session:
         principal = authenticate(session, credentials)
         job = jobs.get(session, principal.owner, job_id)

@@ -5,6 +5,7 @@ ones, and the batch-size histogram shows batches of more than one image."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 from collections.abc import Iterator
@@ -193,12 +194,40 @@ def test_an_image_does_not_depend_on_its_batch(tmp_path: Path) -> None:
     alone = Batcher("cpu", batching=False, max_wait_s=0, max_size=64, chunk=8)
     expected = [alone.submit(key, amplified, z, y).result().images for z, y in inputs]
     total = sum(n for n, _, _ in REQUESTS)
-    # the batch closes when all of them wait (its size), however slowly they arrive
+    # the batch closes when all of them wait (its size), however slowly they arrive, as long
+    # as more are announced (as the HTTP route announces each request when it arrives)
     together = Batcher("cpu", batching=True, max_wait_s=60, max_size=total, chunk=8)
-    futures = [together.submit(key, amplified, z, y) for z, y in inputs]
+    with contextlib.ExitStack() as announced:
+        for _ in inputs:
+            announced.enter_context(together.expecting())
+        futures = [together.submit(key, amplified, z, y) for z, y in inputs]
     results = [f.result(timeout=60) for f in futures]
     assert [r.batch_requests for r in results] == [len(REQUESTS)] * len(REQUESTS)
     assert [r.leader for r in results] == [True] + [False] * (len(REQUESTS) - 1)
     assert results[0].batch_images == total
     for got, want in zip(results, expected, strict=True):
         assert np.array_equal(got.images, want)
+
+
+def test_a_batch_waits_only_for_requests_on_their_way(tmp_path: Path) -> None:
+    """A lone request is not held for the max wait (60 s here); one that others are
+    announced behind waits for them, and they share a batch."""
+    from app.generation import Batcher
+    from models import load_generator
+    from models.generate import sample_inputs
+
+    checkpoint, sha = _train(tmp_path / "run", conditional=False)
+    netG, cfg = load_generator(checkpoint, ema=False, expected_sha256=sha)
+    key = (str(checkpoint), sha, False)
+    batcher = Batcher("cpu", batching=True, max_wait_s=60, max_size=64, chunk=8)
+
+    alone = batcher.submit(key, netG, *sample_inputs(cfg, 1, 0)).result(timeout=30)
+    assert alone.batch_requests == 1
+
+    with batcher.expecting():  # the second request, still on its way
+        with batcher.expecting():
+            first = batcher.submit(key, netG, *sample_inputs(cfg, 1, 1))
+        assert not first.done()
+        second = batcher.submit(key, netG, *sample_inputs(cfg, 2, 2))
+    assert first.result(timeout=30).batch_requests == 2
+    assert second.result(timeout=30).batch_images == 3
