@@ -215,12 +215,15 @@ def main() -> None:
             if value is not None:
                 env[name] = str(value)
         from app.config import Settings
+        from app.generation import default_chunk
 
         settings = Settings(_env_file=None, data_dir=data_dir)  # type: ignore[call-arg]
         knobs = {
             "wait": env.get("SNGAN_BATCH_MAX_WAIT_MS", settings.batch_max_wait_ms),
             "size": env.get("SNGAN_BATCH_MAX_SIZE", settings.batch_max_size),
-            "chunk": env.get("SNGAN_GENERATION_CHUNK", settings.generation_chunk),
+            "chunk": env.get("SNGAN_GENERATION_CHUNK")
+            or settings.generation_chunk
+            or f"{default_chunk(device)} (default on {device})",
         }
         rows: list[Row] = []
         for batching in (True, False):

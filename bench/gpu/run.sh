@@ -4,8 +4,8 @@
 #   1. tests/models/test_cuda.py            (captured/compiled steps == the eager loop)
 #   2. bench/train_throughput.py --compile  (cnn32 B128 and resnet32 B64 vs the baseline)
 #   3. bench/serve_samples.py on the GPU (batching on and off): one API process at the default
-#      SNGAN_GENERATION_CHUNK (1, 8, 32 clients); then, at 1 and 32 clients, one process at
-#      chunk 32 and four processes at chunk 32 (one change at a time)
+#      SNGAN_GENERATION_CHUNK (32 on CUDA; 1, 8, 32 clients); then, at 1 and 32 clients, one
+#      process at chunk 8, and four processes at the default chunk (one change at a time)
 # About 7 minutes on an H200. QUICK=1 shortens every step (to try the script on a CPU box).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -49,8 +49,8 @@ else
     few=(--clients 1,32)
 fi
 step serve_samples python3 bench/serve_samples.py --device auto "${serve[@]}"
-step serve_samples_chunk32 python3 bench/serve_samples.py --device auto --chunk 32 \
+step serve_samples_chunk8 python3 bench/serve_samples.py --device auto --chunk 8 \
     "${serve[@]}" "${few[@]}"
-step serve_samples_chunk32_4procs python3 bench/serve_samples.py --device auto --chunk 32 \
+step serve_samples_4procs python3 bench/serve_samples.py --device auto \
     --api-workers 4 "${serve[@]}" "${few[@]}"
 ls -la "$out"

@@ -21,7 +21,8 @@ from PIL import Image
 
 from tests.utils import ApiServer, base_env, insert_finished_job
 
-# (n, seed, labels) of the requests; sizes that do not divide the forward chunk of 8
+# (n, seed, labels) of the requests; sizes that do not divide the forward chunk (8 in the
+# Batcher test below, the CPU default of 2 over HTTP)
 REQUESTS: list[tuple[int, int, str | None]] = [
     (1, 1, None),
     (1, 2, None),
