@@ -176,7 +176,7 @@ def serve(
 
     migrate()
     if workers > 1:
-        _prepare_api_processes(settings)
+        _prepare_api_processes(settings, workers)
 
     import uvicorn
 
@@ -260,10 +260,12 @@ def serve(
     err.print("stopped")
 
 
-def _prepare_api_processes(settings: Settings) -> None:
-    """Before several API processes start: the parent has migrated, so they need not; their
-    Prometheus metrics go to files in a fresh folder that /metrics of any of them sums."""
+def _prepare_api_processes(settings: Settings, workers: int) -> None:
+    """Before several API processes start: the parent has migrated, so they need not; they
+    know how many they are (to share the CPU cores); their Prometheus metrics go to files in
+    a fresh folder that /metrics of any of them sums."""
     os.environ["SNGAN_MIGRATE_ON_STARTUP"] = "false"
+    os.environ["SNGAN_API_WORKERS"] = str(workers)
     metrics_dir = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or settings.data_dir / "metrics")
     shutil.rmtree(metrics_dir, ignore_errors=True)  # the counts of an earlier run
     metrics_dir.mkdir(parents=True)

@@ -142,9 +142,17 @@ class Batcher:
     """
 
     def __init__(
-        self, device: str, *, batching: bool, max_wait_s: float, max_size: int, chunk: int
+        self,
+        device: str,
+        *,
+        batching: bool,
+        max_wait_s: float,
+        max_size: int,
+        chunk: int,
+        threads: int | None = None,
     ) -> None:
         self.device = device
+        self.threads = threads  # torch's CPU threads for the forwards (None: torch's default)
         self.batching = batching
         self.max_wait_s = max(0.0, max_wait_s)
         self.max_size = max(1, max_size)
@@ -200,6 +208,10 @@ class Batcher:
             return batch
 
     def _run(self) -> None:
+        if self.threads is not None:
+            import torch
+
+            torch.set_num_threads(self.threads)
         while True:
             batch = self._next_batch()
             try:
@@ -271,8 +283,17 @@ def batcher(device: str) -> Batcher:
                 max_wait_s=settings.batch_max_wait_ms / 1000,
                 max_size=settings.batch_max_size,
                 chunk=settings.generation_chunk or default_chunk(device),
+                threads=_cpu_share(settings.api_workers) if device == "cpu" else None,
             )
         return _batchers[device]
+
+
+def _cpu_share(processes: int) -> int | None:
+    """Torch threads for one of `processes` API processes generating on the CPU: the cores
+    this process may use, split between them (each would otherwise start one per core)."""
+    if processes <= 1:
+        return None
+    return max(1, len(os.sched_getaffinity(0)) // processes)
 
 
 def default_chunk(device: str) -> int:

@@ -292,7 +292,11 @@ class ApiServer:
             metrics_dir = log.with_suffix(".metrics")
             shutil.rmtree(metrics_dir, ignore_errors=True)
             metrics_dir.mkdir(parents=True)
-            env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+            env = {
+                **env,
+                "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+                "SNGAN_API_WORKERS": str(workers),  # as `sngan serve --workers` runs them
+            }
             argv += ["--workers", str(workers)]
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
