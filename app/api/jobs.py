@@ -8,7 +8,7 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse
 
 from app import jobs
-from app.auth import PrincipalDep, SessionDep
+from app.auth import BearerDep, PrincipalDep, SessionDep, authorized
 from app.schemas import JobCreate, JobPublic, JobsPublic, JobStatus, error_responses
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -57,8 +57,11 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=error_responses(401, 404))
-def get_job(job_id: str, principal: PrincipalDep, session: SessionDep) -> JobPublic:
-    return JobPublic.from_row(jobs.get(session, principal.owner, job_id))
+async def get_job(job_id: str, credentials: BearerDep) -> JobPublic:
+    """The job's status, progress and latest losses: cheap enough to poll every second."""
+    return await authorized(
+        credentials, lambda session, who: JobPublic.from_row(jobs.get(session, who.owner, job_id))
+    )
 
 
 @router.post(

@@ -14,11 +14,12 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import FileResponse
 from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
 from app import events, jobs
-from app.auth import BearerDep, PrincipalDep, SessionDep, authenticate
+from app.auth import BearerDep, Principal, PrincipalDep, SessionDep, authenticate, authorized
 from app.config import get_settings
 from app.db import session_scope
 from app.errors import ApiError, invalid
@@ -43,10 +44,9 @@ router = APIRouter(prefix="/v1/jobs", tags=["outputs"])
 
 
 @router.get("/{job_id}/metrics", response_model=MetricsPublic, responses=error_responses(401, 404))
-def job_metrics(
+async def job_metrics(
     job_id: str,
-    principal: PrincipalDep,
-    session: SessionDep,
+    credentials: BearerDep,
     names: Annotated[
         str | None, Query(description="Comma-separated names, e.g. loss_d,loss_g.")
     ] = None,
@@ -57,13 +57,15 @@ def job_metrics(
     ] = None,
 ) -> MetricsPublic:
     """Metric points in step order; page with ``after_step=next_after_step``."""
-    job = jobs.get(session, principal.owner, job_id)
     wanted = [n.strip() for n in names.split(",") if n.strip()] if names else None
-    rows, next_after = jobs.metrics(session, job.id, wanted, after_step, limit, every)
-    return MetricsPublic(
-        data=[MetricPoint(step=r.step, name=r.name, value=r.value, time=r.time) for r in rows],
-        next_after_step=next_after,
-    )
+
+    def read(session: Session, who: Principal) -> MetricsPublic:
+        job = jobs.get(session, who.owner, job_id)
+        rows, next_after = jobs.metrics(session, job.id, wanted, after_step, limit, every)
+        points = [MetricPoint(step=r.step, name=r.name, value=r.value, time=r.time) for r in rows]
+        return MetricsPublic(data=points, next_after_step=next_after)
+
+    return await authorized(credentials, read)
 
 
 @router.get(
