@@ -6,8 +6,8 @@ starts fast on hosts without it. Generators are kept in a small LRU cache.
 Concurrent requests for the same generator are batched: each device has one thread that
 runs the forward passes, off the event loop; a request waits at most ``batch_max_wait_ms``
 for others, and up to ``batch_max_size`` images go through the generator together. It waits
-only while other sample requests are on their way (announced with `Batcher.expecting` when
-they arrive, before their database lookups): a lone request goes at once. Each
+only while other sample requests are on their way (announced with `expecting()` as soon as
+their route runs, before their database lookups): a lone request goes at once. Each
 request's noise (and labels) are drawn on the CPU from its own seed and concatenated, and it
 gets back its own slice.
 
@@ -131,6 +131,59 @@ class _Request:
         return int(self.z.shape[0])
 
 
+class Announcement:
+    """One request on its way; ends when it is queued (or refused)."""
+
+    def __init__(self, arrivals: Arrivals) -> None:
+        self._arrivals = arrivals
+        self.ended = False
+
+    def end(self) -> None:
+        self._arrivals._end(self)
+
+
+class Arrivals:
+    """Sample requests on their way to a batcher: announced when their route starts, ended
+    when they are queued (or refused). Batches being formed wait for them."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._lock = threading.Lock()
+        self._listeners: list[threading.Condition] = []
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    def listen(self, cond: threading.Condition) -> None:
+        with self._lock:
+            self._listeners.append(cond)
+
+    @contextlib.contextmanager
+    def expecting(self) -> Iterator[Announcement]:
+        """An announcement for the block; `Batcher.submit(..., announcement)` ends it as the
+        request is queued (so a batch never waits for a request already in it), else the
+        block's end does."""
+        announcement = Announcement(self)
+        with self._lock:
+            self._count += 1
+        try:
+            yield announcement
+        finally:
+            announcement.end()
+
+    def _end(self, announcement: Announcement) -> None:
+        with self._lock:
+            if announcement.ended:
+                return
+            announcement.ended = True
+            self._count -= 1
+            listeners = list(self._listeners)
+        for cond in listeners:  # a batch waiting for this request need not any more
+            with cond:
+                cond.notify_all()
+
+
 class Batcher:
     """The forward passes of one device, run by one thread, requests batched per generator.
 
@@ -150,6 +203,7 @@ class Batcher:
         max_size: int,
         chunk: int,
         threads: int | None = None,
+        arrivals: Arrivals | None = None,
     ) -> None:
         self.device = device
         self.threads = threads  # torch's CPU threads for the forwards (None: torch's default)
@@ -159,28 +213,25 @@ class Batcher:
         self.chunk = max(1, chunk)
         self._cond = threading.Condition()
         self._pending: OrderedDict[CacheKey, deque[_Request]] = OrderedDict()
-        self._expected = 0  # requests announced and not yet submitted (or given up)
+        self.arrivals = arrivals or Arrivals()
+        self.arrivals.listen(self._cond)
         self._thread = threading.Thread(target=self._run, name=f"generation-{device}", daemon=True)
         self._thread.start()
 
-    @contextlib.contextmanager
-    def expecting(self) -> Iterator[None]:
-        """Announce a request on its way: batches being formed wait for it (up to their
-        max wait) until it is submitted inside this block, or gives up."""
-        with self._cond:
-            self._expected += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._expected -= 1
-                self._cond.notify_all()
-
-    def submit(self, key: CacheKey, netG: Any, z: Any, y: Any) -> Future[Generated]:
+    def submit(
+        self,
+        key: CacheKey,
+        netG: Any,
+        z: Any,
+        y: Any,
+        announcement: Announcement | None = None,
+    ) -> Future[Generated]:
         request = _Request(key, netG, z, y)
         with self._cond:
             self._pending.setdefault(key, deque()).append(request)
             self._cond.notify()
+        if announcement is not None:  # queued: no longer on its way
+            announcement.end()
         return request.future
 
     def _next_batch(self) -> list[_Request]:
@@ -191,7 +242,7 @@ class Batcher:
             if self.batching:
                 deadline = queue[0].enqueued + self.max_wait_s
                 while sum(r.n for r in queue) < self.max_size:
-                    if self._expected <= 0:  # nobody else on the way: nobody to wait for
+                    if self.arrivals.count <= 0:  # nobody else on the way: nobody to wait for
                         break
                     left = deadline - time.monotonic()
                     if left <= 0:
@@ -259,6 +310,7 @@ class Batcher:
 
 
 _cache: GeneratorCache | None = None
+_arrivals = Arrivals()
 _batchers: dict[str, Batcher] = {}
 _encoders: ThreadPoolExecutor | None = None
 _lock = threading.Lock()
@@ -284,8 +336,15 @@ def batcher(device: str) -> Batcher:
                 max_size=settings.batch_max_size,
                 chunk=settings.generation_chunk or default_chunk(device),
                 threads=_cpu_share(settings.api_workers) if device == "cpu" else None,
+                arrivals=_arrivals,
             )
         return _batchers[device]
+
+
+def expecting() -> contextlib.AbstractContextManager[Announcement]:
+    """Announce a sample request on its way (see `Arrivals`); cheap, and needs no torch, so
+    a route can announce itself on the event loop before anything else."""
+    return _arrivals.expecting()
 
 
 def _cpu_share(processes: int) -> int | None:
@@ -331,6 +390,7 @@ def submit(
     seed: int,
     labels: Sequence[int] | None,
     ema: bool,
+    announcement: Announcement | None = None,
 ) -> Future[Generated]:
     """Queue a request for its batch; loads the generator first if it is not cached.
 
@@ -345,7 +405,7 @@ def submit(
         z, y = sample_inputs(cfg, n, seed, labels)
     except ValueError as e:
         raise ValueError(f"labels: {e}") from None
-    return batcher(device).submit((str(checkpoint), sha256, ema), netG, z, y)
+    return batcher(device).submit((str(checkpoint), sha256, ema), netG, z, y, announcement)
 
 
 def generate(

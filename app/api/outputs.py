@@ -36,7 +36,7 @@ from app.tables import FINISHED_STATUSES, Job
 from app.tables import Checkpoint as CheckpointRow
 
 if TYPE_CHECKING:
-    from app.generation import Generated
+    from app.generation import Announcement, Generated
 
 log = logging.getLogger(__name__)
 
@@ -215,9 +215,11 @@ async def job_samples(
 
     # the key, the job, the checkpoint and the generator's queue in one trip off the event
     # loop: this route is called at high rates, and each trip costs the loop time
-    job, row, future = await run_in_threadpool(
-        _queue_samples, credentials, job_id, n, seed, labels, checkpoint, fmt, ema
-    )
+    # announced at once: batches being formed wait for it until it is queued or refused
+    with generation.expecting() as announcement:
+        job, row, future = await run_in_threadpool(
+            _queue_samples, credentials, job_id, n, seed, labels, checkpoint, fmt, ema, announcement
+        )
     started = time.perf_counter()
     try:
         generated = await asyncio.wrap_future(future)
@@ -251,50 +253,24 @@ def _queue_samples(
     checkpoint: str,
     fmt: str,
     ema: bool,
+    announcement: Announcement,
 ) -> tuple[Job, CheckpointRow, Future[Generated]]:
     """401/429, 404, then the request's own limits, then the checkpoint (409s); the request
     queued for its batch (the generator is loaded on a cache miss). No connection is held
     once this returns: generating may take a while."""
     from app import generation
 
-    # batches being formed wait for this request (up to their max wait) until it is queued
-    with generation.batcher(generation.resolve_device()).expecting():
-        return _lookup_and_submit(credentials, job_id, n, seed, labels, checkpoint, fmt, ema)
-
-
-def _lookup_and_submit(
-    credentials: HTTPAuthorizationCredentials | None,
-    job_id: str,
-    n: int,
-    seed: int,
-    labels: str | None,
-    checkpoint: str,
-    fmt: str,
-    ema: bool,
-) -> tuple[Job, CheckpointRow, Future[Generated]]:
-    from app import generation
-
     with session_scope() as session:
         principal = authenticate(session, credentials)
         job = jobs.get(session, principal.owner, job_id)
-        cap = get_settings().max_samples_per_request
-        if n > cap:
-            raise ApiError(
-                413,
-                "too_many_samples",
-                f"n: {n} images exceed the cap of {cap} per request "
-                "(SNGAN_MAX_SAMPLES_PER_REQUEST)",
-                details={"field": "n", "limit": cap},
-            )
-        if fmt == "png" and n != 1:
-            raise invalid("n", "format=png returns a single image; send n=1 (or format=grid/zip)")
+        _check_sample_request(n, fmt)
         wanted = _parse_labels(labels, n)
         row = jobs.checkpoint(session, job.id, checkpoint)
     path = jobs.data_path(row.path)
     if not path.is_file():
         raise ApiError(409, "checkpoint_removed", f"checkpoint {row.step} was removed; retry")
     try:
-        future = generation.submit(path, row.sha256, n, seed, wanted, ema)
+        future = generation.submit(path, row.sha256, n, seed, wanted, ema, announcement)
     except generation.UnusableCheckpoint as e:
         log.error("job %s: checkpoint %d unusable: %s", job.id, row.step, e)
         raise ApiError(
@@ -303,6 +279,19 @@ def _lookup_and_submit(
     except ValueError as e:
         raise invalid("labels", str(e).removeprefix("labels: ")) from None
     return job, row, future
+
+
+def _check_sample_request(n: int, fmt: str) -> None:
+    cap = get_settings().max_samples_per_request
+    if n > cap:
+        raise ApiError(
+            413,
+            "too_many_samples",
+            f"n: {n} images exceed the cap of {cap} per request (SNGAN_MAX_SAMPLES_PER_REQUEST)",
+            details={"field": "n", "limit": cap},
+        )
+    if fmt == "png" and n != 1:
+        raise invalid("n", "format=png returns a single image; send n=1 (or format=grid/zip)")
 
 
 def _parse_labels(labels: str | None, n: int) -> list[int] | None:

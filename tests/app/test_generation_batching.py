@@ -183,7 +183,7 @@ class Amplified(torch.nn.Module):
 
 
 def test_an_image_does_not_depend_on_its_batch(tmp_path: Path) -> None:
-    from app.generation import Batcher
+    from app.generation import Arrivals, Batcher
     from models import load_generator
     from models.generate import sample_inputs
 
@@ -197,11 +197,16 @@ def test_an_image_does_not_depend_on_its_batch(tmp_path: Path) -> None:
     total = sum(n for n, _, _ in REQUESTS)
     # the batch closes when all of them wait (its size), however slowly they arrive, as long
     # as more are announced (as the HTTP route announces each request when it arrives)
-    together = Batcher("cpu", batching=True, max_wait_s=60, max_size=total, chunk=8)
-    with contextlib.ExitStack() as announced:
-        for _ in inputs:
-            announced.enter_context(together.expecting())
-        futures = [together.submit(key, amplified, z, y) for z, y in inputs]
+    arrivals = Arrivals()
+    together = Batcher(
+        "cpu", batching=True, max_wait_s=60, max_size=total, chunk=8, arrivals=arrivals
+    )
+    with contextlib.ExitStack() as stack:
+        announced = [stack.enter_context(arrivals.expecting()) for _ in inputs]
+        futures = [
+            together.submit(key, amplified, z, y, a)
+            for (z, y), a in zip(inputs, announced, strict=True)
+        ]
     results = [f.result(timeout=60) for f in futures]
     assert [r.batch_requests for r in results] == [len(REQUESTS)] * len(REQUESTS)
     assert [r.leader for r in results] == [True] + [False] * (len(REQUESTS) - 1)
@@ -213,22 +218,26 @@ def test_an_image_does_not_depend_on_its_batch(tmp_path: Path) -> None:
 def test_a_batch_waits_only_for_requests_on_their_way(tmp_path: Path) -> None:
     """A lone request is not held for the max wait (60 s here); one that others are
     announced behind waits for them, and they share a batch."""
-    from app.generation import Batcher
+    from app.generation import Arrivals, Batcher
     from models import load_generator
     from models.generate import sample_inputs
 
     checkpoint, sha = _train(tmp_path / "run", conditional=False)
     netG, cfg = load_generator(checkpoint, ema=False, expected_sha256=sha)
     key = (str(checkpoint), sha, False)
-    batcher = Batcher("cpu", batching=True, max_wait_s=60, max_size=64, chunk=8)
+    arrivals = Arrivals()
+    batcher = Batcher("cpu", batching=True, max_wait_s=60, max_size=64, chunk=8, arrivals=arrivals)
 
     alone = batcher.submit(key, netG, *sample_inputs(cfg, 1, 0)).result(timeout=30)
     assert alone.batch_requests == 1
 
-    with batcher.expecting():  # the second request, still on its way
-        with batcher.expecting():
-            first = batcher.submit(key, netG, *sample_inputs(cfg, 1, 1))
+    with arrivals.expecting() as on_its_way:  # the second request
+        with arrivals.expecting() as queued_now:
+            first = batcher.submit(key, netG, *sample_inputs(cfg, 1, 1), queued_now)
+            # queued: its own announcement has ended, the batch waits for the other one
+            assert arrivals.count == 1
         assert not first.done()
-        second = batcher.submit(key, netG, *sample_inputs(cfg, 2, 2))
+        second = batcher.submit(key, netG, *sample_inputs(cfg, 2, 2), on_its_way)
+        assert arrivals.count == 0
     assert first.result(timeout=30).batch_requests == 2
     assert second.result(timeout=30).batch_images == 3
