@@ -191,9 +191,10 @@ def finish(
     return True
 
 
-def hand_back(session: Session, lease: Lease, reason: str) -> bool:
-    """Put a running job back in the queue (its worker is shutting down), fencing the old
-    lease off; False when the lease was lost or the job is being canceled meanwhile."""
+def requeue(session: Session, lease: Lease, reason: str) -> bool:
+    """Put a running job back in the queue (its worker is shutting down, or its lease
+    expired), fencing the old lease off at once; False when the lease was lost or the job
+    is being canceled meanwhile. The reaper publishes its task (enqueued_at is cleared)."""
     now = utcnow()
     result = session.execute(
         update(Job)
@@ -245,36 +246,13 @@ def reap(
                 if finish(session, lease, "canceled"):
                     report.canceled.append(job.id)
                 continue
-            result = session.execute(
-                update(Job)
-                .where(
-                    Job.id == job.id, Job.lease_token == job.lease_token, Job.status == "running"
-                )
-                .values(
-                    status="queued",
-                    lease_owner=None,
-                    lease_token=Job.lease_token + 1,  # fences the stale worker off at once
-                    heartbeat_at=None,
-                    enqueued_at=None,
-                    updated_at=now,
-                )
-            )
-            if result.rowcount == 1:  # type: ignore[attr-defined]
-                events.append(
-                    session,
-                    job.id,
-                    "status",
-                    {"status": "queued", "error": None, "reason": "lease expired"},
-                )
-                session.commit()
+            if requeue(session, lease, "lease expired"):
                 log.warning(
                     "job %s: heartbeat older than %.0fs; re-queued",
                     job.id,
                     settings.lease_timeout_s,
                 )
                 report.requeued.append(job.id)
-            else:
-                session.rollback()
 
         lost = now - timedelta(seconds=settings.requeue_queued_after_s)
         queued = session.scalars(

@@ -149,7 +149,7 @@ def _hand_back(sessions: sessionmaker[Session], lease: Lease, step: int) -> None
     Its task is not published from here: a worker winding down may still take messages, and
     one it took would die with it. The API's reaper publishes it within a round."""
     with sessions() as session:
-        if leases.hand_back(session, lease, f"worker shut down at step {step}"):
+        if leases.requeue(session, lease, f"worker shut down at step {step}"):
             log.info("job %s: handed back at step %d (worker shutting down)", lease.job_id, step)
         else:
             log.warning("job %s: lease lost before handing the job back", lease.job_id)
