@@ -16,14 +16,14 @@ forward pass's float results depend on the batch's shape (oneDNN and cuDNN pick 
 split work by shape), and a 1e-6 difference can flip a rounded pixel, so every forward runs
 on exactly ``generation_chunk`` images (`default_chunk` when unset), padded with zeros: an
 image's pixels then never depend on which other requests shared its batch, or on where in it
-they sat. PNGs are
-written with fixed settings and no metadata.
+they sat. PNGs are written with fixed settings and no metadata.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import logging
 import os
 import threading
@@ -56,14 +56,6 @@ CacheKey = tuple[str, str, bool]
 
 class UnusableCheckpoint(Exception):
     """The checkpoint does not verify or does not load (models.CheckpointError)."""
-
-
-@dataclass(frozen=True)
-class GeneratorInfo:
-    conditional: bool
-    num_classes: int
-    resolution: int
-    channels: int
 
 
 class GeneratorCache:
@@ -285,22 +277,24 @@ class Batcher:
         if padded:
             z = torch.cat([z, z.new_zeros(padded, z.shape[1])])
             y = None if y is None else torch.cat([y, y.new_zeros(padded)])
+        ends = list(itertools.accumulate(r.n for r in batch))  # each request's last image + 1
         images: list[np.ndarray] = []
-        done = 0  # images generated so far
         ready = 0  # requests answered so far
         with torch.no_grad():
             for start in range(0, z.shape[0], chunk):
                 zc = z[start : start + chunk].to(self.device)
                 yc = None if y is None else y[start : start + chunk].to(self.device)
                 images.append(to_uint8(netG(zc, yc)))  # (chunk, H, W, C)
-                done += chunk
+                done = start + chunk  # images generated so far
+                if ready == len(batch) or ends[ready] > done:
+                    continue
                 # answer each request as soon as its last image exists
-                while ready < len(batch) and sum(r.n for r in batch[: ready + 1]) <= done:
-                    first = sum(r.n for r in batch[:ready])
-                    out = np.concatenate(images) if len(images) > 1 else images[0]
+                out = np.concatenate(images) if len(images) > 1 else images[0]
+                while ready < len(batch) and ends[ready] <= done:
+                    first = ends[ready] - batch[ready].n
                     batch[ready].future.set_result(
                         Generated(
-                            np.ascontiguousarray(out[first : first + batch[ready].n]),
+                            np.ascontiguousarray(out[first : ends[ready]]),
                             total,
                             len(batch),
                             leader=ready == 0,
@@ -418,13 +412,6 @@ def generate(
 ) -> np.ndarray:
     """uint8 (N, H, W, C) from the checkpoint; raises ValueError for labels that do not fit."""
     return submit(checkpoint, sha256, n, seed, labels, ema).result().images
-
-
-def info(checkpoint: Path, sha256: str, ema: bool) -> GeneratorInfo:
-    _, cfg = generator_cache().get(checkpoint, sha256, ema, resolve_device())
-    return GeneratorInfo(
-        cfg.model.conditional, cfg.model.num_classes, cfg.model.resolution, cfg.model.channels
-    )
 
 
 def png_bytes(image: np.ndarray) -> bytes:

@@ -29,10 +29,14 @@ SIGNAL = signal.SIGUSR2
 _requested = threading.Event()
 
 
+def _request_hand_back(*_: Any) -> None:
+    _requested.set()
+
+
 def install_in_child() -> None:
     """In a pool child: `SIGNAL` asks the job it trains (now or later) to be handed back."""
     _requested.clear()
-    signal.signal(SIGNAL, lambda *_: _requested.set())
+    signal.signal(SIGNAL, _request_hand_back)
 
 
 def requested() -> bool:
@@ -48,7 +52,7 @@ def handing_back_on_signals() -> Iterator[None]:
     previous = {}
     try:
         for sig in (SIGNAL, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, lambda *_: _requested.set())
+            previous[sig] = signal.signal(sig, _request_hand_back)
     except ValueError:  # not the main thread
         pass
     try:

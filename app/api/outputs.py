@@ -213,9 +213,9 @@ async def job_samples(
     depend on the batch a request shared."""
     from app import generation  # torch is loaded on the first request that needs it
 
-    # the key, the job, the checkpoint and the generator's queue in one trip off the event
-    # loop: this route is called at high rates, and each trip costs the loop time
-    # announced at once: batches being formed wait for it until it is queued or refused
+    # announced at once (batches being formed wait for it until it is queued or refused);
+    # the key, job, checkpoint and queueing in one trip off the event loop, which each trip
+    # costs time at the high rates this route is called at
     with generation.expecting() as announcement:
         job, row, future = await run_in_threadpool(
             _queue_samples, credentials, job_id, n, seed, labels, checkpoint, fmt, ema, announcement
