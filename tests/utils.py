@@ -274,6 +274,13 @@ def cancel_all(client: httpx.Client) -> None:
             client.post(f"/v1/jobs/{job['id']}/cancel")
 
 
+def uvicorn_argv(port: int) -> list[str]:
+    """The API under uvicorn on a loopback port, as the tests and benchmarks run it."""
+    return [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory"] + [
+        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+    ]  # fmt: skip
+
+
 class ApiServer:
     """uvicorn serving `app.main:create_app` as a subprocess on a free loopback port, up
     (every one of its `workers` processes answering) when the constructor returns; its output
@@ -286,8 +293,7 @@ class ApiServer:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.log = log
-        argv = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory"]
-        argv += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+        argv = uvicorn_argv(port)
         if workers > 1:
             metrics_dir = log.with_suffix(".metrics")
             shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -455,22 +461,7 @@ def start_processes(stack: Stack, worker: bool = True) -> None:
     """The API under uvicorn on a free port, and (unless `worker` is false) one worker."""
     port = free_port()
     stack.base_url = f"http://127.0.0.1:{port}"
-    stack.start(
-        "api",
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "app.main:create_app",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-    )
+    stack.start("api", uvicorn_argv(port))
     if worker:
         start_worker(stack)
         return
