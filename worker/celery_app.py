@@ -55,11 +55,13 @@ def _on_shutting_down(how: str = "Warm", **_: Any) -> None:
     worker/shutdown.py) instead of keeping the worker up until it ends."""
     if how != "Warm":  # cold: celery terminates the task; the lease timeout re-queues it
         return
-    from billiard.process import active_children
+    from celery.worker.state import active_requests
 
     from worker import shutdown
 
-    shutdown.notify_children(active_children())
+    # only the children running a task: an idle one would take the signal as a second
+    # shutdown request (billiard's handler, with some brokers) and exit with an error
+    shutdown.notify_children({r.worker_pid for r in active_requests if r.worker_pid})
 
 
 @signals.worker_init.connect

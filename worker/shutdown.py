@@ -20,7 +20,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -62,12 +62,9 @@ def handing_back_on_signals() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def notify_children(children: list[Any]) -> None:
-    """In the main process, on warm shutdown: pass the request on to each pool child."""
-    for child in children:
-        pid = getattr(child, "pid", None)
-        if pid is None:
-            continue
+def notify_children(pids: Iterable[int]) -> None:
+    """In the main process, on warm shutdown: pass the request on to these pool children."""
+    for pid in pids:
         try:
             os.kill(pid, SIGNAL)
         except ProcessLookupError:
