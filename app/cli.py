@@ -29,7 +29,7 @@ import typer
 from rich.console import Console
 from rich.table import Column, Table
 
-from app.config import Settings, get_settings
+from app.core.config import Settings, get_settings
 
 app = typer.Typer(
     name="sngan",
@@ -172,7 +172,7 @@ def serve(
     os.environ["SNGAN_DATA_DIR"] = str(settings.data_dir)
     err.print(f"data directory: {settings.data_dir}")
 
-    from app.db import migrate
+    from app.core.db import migrate
 
     migrate()
     if workers > 1:
@@ -307,7 +307,8 @@ def keys_create(
     owner: Annotated[str, typer.Option(help="Who the key belongs to.")],
 ) -> None:
     """Create an API key; prints it alone on the last line (it is shown only once)."""
-    from app import auth, db
+    from app.api import deps as auth
+    from app.core import db
 
     db.migrate()
     with db.session_scope() as session:

@@ -10,15 +10,15 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from app import queue
-from app.api import datasets, jobs, ops, outputs
-from app.config import get_settings
-from app.db import migrate, session_factory
-from app.errors import install_error_handlers
-from app.jobs import counts_by_status
-from app.leases import reap
-from app.observability import RequestMetricsMiddleware, Telemetry
-from app.schemas import error_responses
+from app.api.errors import install_error_handlers
+from app.api.observability import RequestMetricsMiddleware, Telemetry
+from app.api.routes import datasets, jobs, ops, outputs
+from app.api.schemas import error_responses
+from app.api.services.jobs import counts_by_status
+from app.core import queue
+from app.core.config import get_settings
+from app.core.db import migrate, session_factory
+from app.core.leases import reap
 
 log = logging.getLogger(__name__)
 

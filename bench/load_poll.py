@@ -141,7 +141,7 @@ def main() -> None:
     import redis
     from sqlalchemy.engine import make_url
 
-    from app.db import migrate, session_factory
+    from app.core.db import migrate, session_factory
     from tests.utils import admin_connect
 
     admin_url = make_url(args.postgres)
@@ -195,7 +195,7 @@ def main() -> None:
                 return False
 
         wait_until(up, 60, "the API")
-        from app.auth import create_api_key
+        from app.api.deps import create_api_key
 
         owner = "bench"
         with session_factory(database_url)() as session:
@@ -266,7 +266,7 @@ def main() -> None:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
-        from app.db import get_engine
+        from app.core.db import get_engine
 
         get_engine(database_url).dispose()
         with admin_connect(args.postgres) as conn:

@@ -76,7 +76,7 @@ def make_checkpoint(args: argparse.Namespace, data_dir: Path, job_id: str) -> tu
 
 
 def insert_job(database_url: str, data_dir: Path, job_id: str, path: Path, sha: str) -> None:
-    from app.db import get_engine, migrate
+    from app.core.db import get_engine, migrate
 
     migrate(database_url)
     insert_finished_job(database_url, data_dir, job_id, path, sha, name="serve-bench")
@@ -214,8 +214,8 @@ def main() -> None:
         ):
             if value is not None:
                 env[name] = str(value)
-        from app.config import Settings
-        from app.generation import default_chunk
+        from app.api.services.generation import default_chunk
+        from app.core.config import Settings
 
         settings = Settings(_env_file=None, data_dir=data_dir)  # type: ignore[call-arg]
         knobs = {

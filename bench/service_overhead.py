@@ -93,7 +93,7 @@ def run_job(stack: Stack, args: argparse.Namespace) -> tuple[float, int]:
     `steps_per_s` points back from PostgreSQL."""
     from sqlalchemy import select
 
-    from app.tables import Metric
+    from app.core.tables import Metric
 
     with stack.client(timeout=60) as http:
         r = http.post("/v1/jobs", json=job_body(args))

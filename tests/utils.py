@@ -241,8 +241,8 @@ def insert_job(
     the API cannot be asked to produce on demand, like a crashed worker's job."""
     import uuid
 
-    from app.schemas import JobCreate
-    from app.tables import Job, utcnow
+    from app.api.schemas import JobCreate
+    from app.core.tables import Job, utcnow
 
     body = tiny_job({"source": "synthetic", "num_images": 64}, steps=steps)
     config = JobCreate.model_validate(body).model_dump(mode="json")
@@ -342,8 +342,8 @@ def insert_finished_job(
 ) -> None:
     """A succeeded job of owner `local` (every request's owner with auth off) whose one
     checkpoint is `checkpoint`, recorded as the worker's sinks record it."""
-    from app.db import session_factory
-    from app.tables import Checkpoint, Job, utcnow
+    from app.core.db import session_factory
+    from app.core.tables import Checkpoint, Job, utcnow
 
     now = utcnow()
     with session_factory(database_url)() as session:
@@ -404,19 +404,19 @@ class Stack:
         return httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
 
     def sessions(self):  # type: ignore[no-untyped-def]
-        from app.db import session_factory
+        from app.core.db import session_factory
 
         return session_factory(self.database_url)
 
     def new_key(self, owner: str | None = None) -> str:
-        from app.auth import create_api_key
+        from app.api.deps import create_api_key
 
         with self.sessions()() as session:
             return create_api_key(session, owner or f"owner-{secrets.token_hex(4)}")
 
     def settings(self):  # type: ignore[no-untyped-def]
         """The stack's settings, for code the tests run in this process."""
-        from app.config import Settings
+        from app.core.config import Settings
 
         values = {
             k[len("SNGAN_") :].lower(): v for k, v in self.env.items() if k.startswith("SNGAN_")
@@ -535,7 +535,7 @@ def running_stack(
     worker; all removed after. `test_settings` false keeps the service's own defaults (for
     benchmarks); `on_unreachable` is told when PostgreSQL or Redis is not there (default:
     RuntimeError)."""
-    from app.db import get_engine, migrate
+    from app.core.db import get_engine, migrate
 
     def services_unreachable(reason: str) -> None:
         if on_unreachable is not None:

@@ -15,8 +15,8 @@ from typing import Any
 
 from celery import Celery, signals
 
-from app.config import Settings, get_settings
-from app.queue import celery_config, ensure_broker_dirs
+from app.core.config import Settings, get_settings
+from app.core.queue import celery_config, ensure_broker_dirs
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,10 @@ from sqlalchemy import delete
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import events, leases
-from app.config import Settings
-from app.leases import Lease, LeaseLost, ProgressUpdate
-from app.tables import Checkpoint, SampleGrid, utcnow
+from app.core import events, leases
+from app.core.config import Settings
+from app.core.leases import Lease, LeaseLost, ProgressUpdate
+from app.core.tables import Checkpoint, SampleGrid, utcnow
 from models import TrainerSinks
 from worker import shutdown
 

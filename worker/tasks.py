@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from app.config import get_settings
-from app.db import session_factory
-from app.leases import claim, worker_name
-from app.queue import TRAIN_TASK
+from app.core.config import get_settings
+from app.core.db import session_factory
+from app.core.leases import claim, worker_name
+from app.core.queue import TRAIN_TASK
 
 
 @shared_task(

@@ -17,11 +17,11 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import leases
-from app.config import Settings, get_settings
-from app.db import session_factory
-from app.leases import Lease, LeaseLost, worker_name
-from app.tables import Checkpoint, Dataset, Job, Metric, SampleGrid, utcnow
+from app.core import leases
+from app.core.config import Settings, get_settings
+from app.core.db import session_factory
+from app.core.leases import Lease, LeaseLost, worker_name
+from app.core.tables import Checkpoint, Dataset, Job, Metric, SampleGrid, utcnow
 from models import (
     ARCHS,
     CheckpointError,

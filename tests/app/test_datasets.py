@@ -157,7 +157,7 @@ def test_bad_uploads_are_rejected_and_leave_nothing(  # type: ignore[no-untyped-
     assert not (stack.data_dir / "evil.png").exists()
     from sqlalchemy import func, select
 
-    from app.tables import Dataset
+    from app.core.tables import Dataset
 
     with stack.sessions()() as session:
         rows = session.scalar(

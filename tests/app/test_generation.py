@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app import generation
-from app.generation import GeneratorCache, UnusableCheckpoint
+from app.api.services import generation
+from app.api.services.generation import GeneratorCache, UnusableCheckpoint
 
 
 @pytest.fixture(scope="module")

@@ -63,7 +63,7 @@ def _train(out: Path, conditional: bool) -> tuple[Path, str]:
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """{"on": ApiServer, "off": ApiServer, "jobs": {"plain": id, "conditional": id}}."""
-    from app.db import get_engine, migrate
+    from app.core.db import get_engine, migrate
 
     workdir = tmp_path_factory.mktemp("batching")
     data_dir = workdir / "data"
@@ -183,7 +183,7 @@ class Amplified(torch.nn.Module):
 
 
 def test_an_image_does_not_depend_on_its_batch(tmp_path: Path) -> None:
-    from app.generation import Arrivals, Batcher
+    from app.api.services.generation import Arrivals, Batcher
     from models import load_generator
     from models.generate import sample_inputs
 
@@ -218,7 +218,7 @@ def test_an_image_does_not_depend_on_its_batch(tmp_path: Path) -> None:
 def test_a_batch_waits_only_for_requests_on_their_way(tmp_path: Path) -> None:
     """A lone request is not held for the max wait (60 s here); one that others are
     announced behind waits for them, and they share a batch."""
-    from app.generation import Arrivals, Batcher
+    from app.api.services.generation import Arrivals, Batcher
     from models import load_generator
     from models.generate import sample_inputs
 

@@ -112,7 +112,14 @@ def test_auth_off_acts_as_local_and_says_so_at_start(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "module", ["app.main", "app.api.outputs", "app.jobs", "app.leases", "worker.celery_app"]
+    "module",
+    [
+        "app.main",
+        "app.api.routes.outputs",
+        "app.api.services.jobs",
+        "app.core.leases",
+        "worker.celery_app",
+    ],
 )
 def test_modules_import_without_torch(module: str) -> None:
     """The API process and the worker's parent process start without loading torch."""

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from app.config import Settings, get_settings
-from app.datasets import inspect_archive
-from app.errors import ApiError, field_name
-from app.schemas import JobCreate
+from app.api.errors import ApiError, field_name
+from app.api.schemas import JobCreate
+from app.api.services.datasets import inspect_archive
+from app.core.config import Settings, get_settings
 
 
 def test_field_names() -> None:

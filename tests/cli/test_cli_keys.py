@@ -7,7 +7,7 @@ from pathlib import Path
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
-from app import auth
+from app.api import deps as auth
 from tests.cli.cli_helpers import run_sngan, sngan_env
 
 

@@ -172,7 +172,7 @@ def test_a_duplicate_delivery_trains_once_and_a_stale_worker_stops_writing(
             else ("worker-b", "worker")
         )
 
-        from app.queue import TRAIN_QUEUE, TRAIN_TASK, celery_config
+        from app.core.queue import TRAIN_QUEUE, TRAIN_TASK, celery_config
 
         client = Celery("duplicate", set_as_current=False)
         client.conf.update(celery_config(fault_stack.settings()))
@@ -214,7 +214,7 @@ def test_a_duplicate_delivery_trains_once_and_a_stale_worker_stops_writing(
 
 
 def _lease_owner(stack: Stack, job_id: str) -> str:
-    from app.tables import Job
+    from app.core.tables import Job
 
     with stack.sessions()() as session:
         job = session.get(Job, job_id)

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import func, select
 
-from app.tables import Metric
+from app.core.tables import Metric
 from tests.utils import (
     METRIC_NAMES,
     SSEEvent,

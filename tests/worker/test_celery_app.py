@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.config import Settings
+from app.core.config import Settings
 from worker.celery_app import create_celery
 
 

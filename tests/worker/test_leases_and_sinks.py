@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 from sqlalchemy import event, func, select, text
 
-from app import jobs, leases
-from app.leases import Lease, LeaseLost
-from app.tables import Checkpoint, Event, Job, Metric
+from app.api.services import jobs
+from app.core import leases
+from app.core.leases import Lease, LeaseLost
+from app.core.tables import Checkpoint, Event, Job, Metric
 from tests.utils import admin_connect, insert_job
 from worker.sinks import DatabaseSinks
 
@@ -219,7 +220,7 @@ def test_expired_progress_events_are_pruned_and_the_others_kept(  # type: ignore
     """Two events a second while training: a flush drops the job's progress and metrics
     events older than SNGAN_PROGRESS_EVENTS_KEEP_S (at most once a minute); status, sample
     and checkpoint events stay, and so do recent ones."""
-    from app.tables import utcnow
+    from app.core.tables import utcnow
 
     def types() -> list[str]:
         with stack.sessions()() as session:

@@ -20,7 +20,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.tables import JOB_STATUSES
+from app.core.tables import JOB_STATUSES
 
 log = logging.getLogger(__name__)
 

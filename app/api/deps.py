@@ -19,11 +19,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.config import get_settings
-from app.db import get_session, session_scope
-from app.errors import ApiError
-from app.ratelimit import check_rate
-from app.tables import ApiKey, utcnow
+from app.api.errors import ApiError
+from app.api.ratelimit import check_rate
+from app.core.config import get_settings
+from app.core.db import get_session, session_scope
+from app.core.tables import ApiKey, utcnow
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -1,12 +1,12 @@
-"""Alembic environment: run by ``app.db.migrate()`` (or the alembic CLI with alembic.ini)."""
+"""Alembic environment: run by ``app.core.db.migrate()`` (or the alembic CLI with alembic.ini)."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import text
 
-from app.db import get_engine
-from app.tables import Base
+from app.core.db import get_engine
+from app.core.tables import Base
 
 config = context.config
 target_metadata = Base.metadata

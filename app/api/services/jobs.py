@@ -22,12 +22,12 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app import events
-from app.config import Settings, get_settings
-from app.errors import ApiError, invalid, not_found
-from app.queue import enqueue_training
-from app.schemas import JobCreate
-from app.tables import (
+from app.api.errors import ApiError, invalid, not_found
+from app.api.schemas import JobCreate
+from app.core import events
+from app.core.config import Settings, get_settings
+from app.core.queue import enqueue_training
+from app.core.tables import (
     ACTIVE_STATUSES,
     FINISHED_STATUSES,
     Checkpoint,

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from app.config import get_settings
+from app.core.config import get_settings
 
 Arch = Literal["cnn32", "resnet32", "cnn48", "resnet48"]
 ARCH_RESOLUTION = {"cnn32": 32, "resnet32": 32, "cnn48": 48, "resnet48": 48}

@@ -9,9 +9,9 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from app import db, queue
-from app.errors import error_body
-from app.schemas import error_responses
+from app.api.errors import error_body
+from app.api.schemas import error_responses
+from app.core import db, queue
 
 log = logging.getLogger(__name__)
 

@@ -25,9 +25,9 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.config import Settings, get_settings
-from app.errors import ApiError, invalid, not_found
-from app.tables import ACTIVE_STATUSES, Dataset, Job, utcnow
+from app.api.errors import ApiError, invalid, not_found
+from app.core.config import Settings, get_settings
+from app.core.tables import ACTIVE_STATUSES, Dataset, Job, utcnow
 
 log = logging.getLogger(__name__)
 

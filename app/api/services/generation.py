@@ -38,7 +38,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from app.config import get_settings
+from app.core.config import get_settings
 
 log = logging.getLogger(__name__)
 

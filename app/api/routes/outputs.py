@@ -18,12 +18,9 @@ from sqlalchemy.orm import Session
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
-from app import events, jobs
-from app.auth import BearerDep, Principal, PrincipalDep, SessionDep, authenticate, authorized
-from app.config import get_settings
-from app.db import session_scope
-from app.errors import ApiError, invalid
-from app.schemas import (
+from app.api.deps import BearerDep, Principal, PrincipalDep, SessionDep, authenticate, authorized
+from app.api.errors import ApiError, invalid
+from app.api.schemas import (
     CheckpointPublic,
     CheckpointsPublic,
     MetricPoint,
@@ -32,11 +29,15 @@ from app.schemas import (
     TrainingSamplesPublic,
     error_responses,
 )
-from app.tables import FINISHED_STATUSES, Job
-from app.tables import Checkpoint as CheckpointRow
+from app.api.services import jobs
+from app.core import events
+from app.core.config import get_settings
+from app.core.db import session_scope
+from app.core.tables import FINISHED_STATUSES, Job
+from app.core.tables import Checkpoint as CheckpointRow
 
 if TYPE_CHECKING:
-    from app.generation import Announcement, Generated
+    from app.api.services.generation import Announcement, Generated
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +212,7 @@ async def job_samples(
 
     Concurrent requests to one generator are batched (SNGAN_BATCHING); the output does not
     depend on the batch a request shared."""
-    from app import generation  # torch is loaded on the first request that needs it
+    from app.api.services import generation  # torch is loaded on the first request that needs it
 
     # announced at once (batches being formed wait for it until it is queued or refused);
     # the key, job, checkpoint and queueing in one trip off the event loop, which each trip
@@ -258,7 +259,7 @@ def _queue_samples(
     """401/429, 404, then the request's own limits, then the checkpoint (409s); the request
     queued for its batch (the generator is loaded on a cache miss). No connection is held
     once this returns: generating may take a while."""
-    from app import generation
+    from app.api.services import generation
 
     with session_scope() as session:
         principal = authenticate(session, credentials)

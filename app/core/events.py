@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from app.tables import Event, utcnow
+from app.core.tables import Event, utcnow
 
 EVENT_TYPES = ("status", "progress", "metrics", "sample", "checkpoint", "done")
 SUPERSEDED_TYPES = ("progress", "metrics")  # each one's latest tells all the earlier ones did

@@ -13,7 +13,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from app.errors import ApiError
+from app.api.errors import ApiError
 
 _MAX_KEYS = 10_000  # buckets kept; the least recently used key is forgotten (starts full again)
 

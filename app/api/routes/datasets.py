@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from app import datasets
-from app.auth import PrincipalDep, SessionDep
-from app.config import get_settings
-from app.schemas import DatasetPublic, DatasetsPublic, error_responses
+from app.api.deps import PrincipalDep, SessionDep
+from app.api.schemas import DatasetPublic, DatasetsPublic, error_responses
+from app.api.services import datasets
+from app.core.config import get_settings
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 

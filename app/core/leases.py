@@ -20,9 +20,9 @@ from sqlalchemy import Dialect, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import events
-from app.config import Settings
-from app.tables import Job, Metric, utcnow
+from app.core import events
+from app.core.config import Settings
+from app.core.tables import Job, Metric, utcnow
 
 log = logging.getLogger(__name__)
 

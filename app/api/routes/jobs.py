@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse
 
-from app import jobs
-from app.auth import BearerDep, PrincipalDep, SessionDep, authorized
-from app.schemas import JobCreate, JobPublic, JobsPublic, JobStatus, error_responses
+from app.api.deps import BearerDep, PrincipalDep, SessionDep, authorized
+from app.api.schemas import JobCreate, JobPublic, JobsPublic, JobStatus, error_responses
+from app.api.services import jobs
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
