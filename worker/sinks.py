@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.core import events, leases
 from app.core.config import Settings
 from app.core.leases import Lease, LeaseLost, ProgressUpdate
+from app.core.status import JobStatus
 from app.core.tables import Checkpoint, SampleGrid, utcnow
 from models import TrainerSinks
 from worker import shutdown
@@ -257,7 +258,7 @@ class DatabaseSinks(TrainerSinks):
         del self._points[: len(points)]
         del self._writes[: len(writes)]
         self._last_flush = self.clock()
-        if status == "canceling":
+        if status == JobStatus.CANCELING:
             self.request_cancel()
 
     def _relative(self, path: Path) -> str:
@@ -312,5 +313,5 @@ class Heartbeat:
             except SQLAlchemyError as e:
                 log.warning("job %s: heartbeat failed: %s", self.lease.job_id, _first_line(e))
                 continue
-            if status == "canceling":
+            if status == JobStatus.CANCELING:
                 self.sinks.request_cancel()

@@ -21,6 +21,7 @@ from app.core import leases
 from app.core.config import Settings, get_settings
 from app.core.db import session_factory
 from app.core.leases import Lease, LeaseLost, worker_name
+from app.core.status import JobStatus
 from app.core.tables import Checkpoint, Dataset, Job, Metric, SampleGrid, utcnow
 from models import (
     ARCHS,
@@ -106,7 +107,7 @@ def _run_claimed(lease: Lease, settings: Settings) -> None:
         if result.stopped and not sinks.cancel_requested and shutdown.requested():
             _hand_back(sessions, lease, result.step)
             return
-        status = "canceled" if result.stopped else "succeeded"
+        status = JobStatus.CANCELED if result.stopped else JobStatus.SUCCEEDED
         log.info("job %s: %s at step %d", job_id, status, result.step)
         _finish(sessions, lease, settings, status)
     except LeaseLost as e:
@@ -118,16 +119,21 @@ def _run_claimed(lease: Lease, settings: Settings) -> None:
             f"training diverged at step {e.step}: non-finite losses ({losses}); "
             "the last good checkpoint is kept"
         )
-        _finish(sessions, lease, settings, "failed", "diverged", message)
+        _finish(sessions, lease, settings, JobStatus.FAILED, "diverged", message)
     except (DatasetError, EvaluationUnavailable) as e:
         code = "dataset_error" if isinstance(e, DatasetError) else "eval_unavailable"
-        _finish(sessions, lease, settings, "failed", code, str(e))
+        _finish(sessions, lease, settings, JobStatus.FAILED, code, str(e))
     except OSError as e:
         if e.errno not in _DISK_FULL:
             log.exception("job %s failed", job_id)
             _best_effort_flush(sinks)
             _finish(
-                sessions, lease, settings, "failed", "internal_error", f"{type(e).__name__}: {e}"
+                sessions,
+                lease,
+                settings,
+                JobStatus.FAILED,
+                "internal_error",
+                f"{type(e).__name__}: {e}",
             )
             return
         # the atomic writes removed their temp file; the checkpoints written before are intact
@@ -137,11 +143,18 @@ def _run_claimed(lease: Lease, settings: Settings) -> None:
             f"out of disk space at step {sinks.step} writing {e.filename or 'the job directory'} "
             f"({e.strerror}); the previous checkpoints are kept: free space, then resume the job"
         )
-        _finish(sessions, lease, settings, "failed", "disk_full", message)
+        _finish(sessions, lease, settings, JobStatus.FAILED, "disk_full", message)
     except Exception as e:
         log.exception("job %s failed", job_id)
         _best_effort_flush(sinks)
-        _finish(sessions, lease, settings, "failed", "internal_error", f"{type(e).__name__}: {e}")
+        _finish(
+            sessions,
+            lease,
+            settings,
+            JobStatus.FAILED,
+            "internal_error",
+            f"{type(e).__name__}: {e}",
+        )
 
 
 def _hand_back(sessions: sessionmaker[Session], lease: Lease, step: int) -> None:
@@ -272,7 +285,7 @@ def _finish(
     sessions: sessionmaker[Session],
     lease: Lease,
     settings: Settings,
-    status: str,
+    status: JobStatus,
     code: str | None = None,
     message: str | None = None,
 ) -> None:

@@ -1,15 +1,13 @@
-"""API keys: issued once in plain text, stored as sha256, compared in constant time.
+"""The dependencies routes take: who is calling, and a database session.
 
-A key reads ``sngan_<id>_<secret>``. The id finds the row; the sha256 of the whole key is
-compared with ``hmac.compare_digest``. Keys are never logged.
+Two auth styles, both reading ``Authorization: Bearer <key>`` (keys: `app.core.security`):
+`PrincipalDep` for ordinary routes, and `authorized()` for the routes polled at high rates,
+which resolves the key and does the route's reads in one trip to the thread pool.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, TypeVar
@@ -23,15 +21,16 @@ from app.api.errors import ApiError
 from app.api.ratelimit import check_rate
 from app.core.config import get_settings
 from app.core.db import get_session, session_scope
-from app.core.tables import ApiKey, utcnow
+
+# re-exported: callers that created keys through app.api.deps keep working
+from app.core.security import create_api_key as create_api_key
+from app.core.security import find_key
+from app.core.security import revoke_api_key as revoke_api_key
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 LOCAL_OWNER = "local"
-_PREFIX = "sngan"
-# compared against when the key id is unknown, so both paths cost one digest comparison
-_DUMMY_HASH = hashlib.sha256(b"no such key").hexdigest()
 
 
 @dataclass(frozen=True)
@@ -40,40 +39,9 @@ class Principal:
     key_id: str | None  # None when auth is off
 
 
-def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-def create_api_key(session: Session, owner: str) -> str:
-    """Store a new key for `owner` (committed) and return it in plain text, the only time."""
-    if not owner or len(owner) > 128:
-        raise ValueError("owner must be 1 to 128 characters")
-    key_id = secrets.token_hex(8)
-    key = f"{_PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
-    session.add(ApiKey(id=key_id, owner=owner, key_hash=hash_key(key), created_at=utcnow()))
-    session.commit()
-    log.info("created API key id=%s for owner %s", key_id, owner)
-    return key
-
-
-def revoke_api_key(session: Session, key_id: str) -> bool:
-    row = session.get(ApiKey, key_id)
-    if row is None or row.revoked_at is not None:
-        return False
-    row.revoked_at = utcnow()
-    session.commit()
-    return True
-
-
 def verify_api_key(session: Session, key: str) -> Principal | None:
-    parts = key.split("_", 2)
-    key_id = parts[1] if len(parts) == 3 and parts[0] == _PREFIX else ""
-    row = session.get(ApiKey, key_id) if key_id else None
-    stored = row.key_hash if row is not None else _DUMMY_HASH
-    matches = hmac.compare_digest(stored, hash_key(key))
-    if row is None or not matches or row.revoked_at is not None:
-        return None
-    return Principal(owner=row.owner, key_id=row.id)
+    row = find_key(session, key)
+    return None if row is None else Principal(owner=row.owner, key_id=row.id)
 
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`.")

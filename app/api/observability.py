@@ -20,7 +20,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.core.tables import JOB_STATUSES
+from app.core.queue import TRAIN_QUEUE
+from app.core.status import JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ class _StateCollector(Collector):
         except Exception as e:
             log.warning("job counts unavailable for /metrics: %s", e)
             counts = {}
-        for status in JOB_STATUSES:
+        for status in JobStatus:
             jobs.add_metric([status], counts.get(status, 0))
         yield jobs
         depth = self._depth()
@@ -51,7 +52,7 @@ class _StateCollector(Collector):
             "sngan_queue_depth", "Training messages waiting in the broker.", labels=["queue"]
         )
         if depth is not None:
-            queue.add_metric(["gpu"], depth)
+            queue.add_metric([TRAIN_QUEUE], depth)
         yield queue
 
 

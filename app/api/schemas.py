@@ -13,12 +13,11 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from pydantic_core import PydanticCustomError
 
 from app.core.config import get_settings
+from app.core.status import JobStatus
 
 Arch = Literal["cnn32", "resnet32", "cnn48", "resnet48"]
-ARCH_RESOLUTION = {"cnn32": 32, "resnet32": 32, "cnn48": 48, "resnet48": 48}
 BuiltinSource = Literal["cifar10", "stl10", "synthetic"]
 EvalMetric = Literal["is", "fid", "kid"]
-JobStatus = Literal["queued", "running", "succeeded", "failed", "canceling", "canceled"]
 
 
 def at_most(setting: str) -> AfterValidator:

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from app.core.status import FINISHED_STATUSES, JobStatus
 from app.core.tables import Event, utcnow
 
 EVENT_TYPES = ("status", "progress", "metrics", "sample", "checkpoint", "done")
@@ -24,10 +25,12 @@ def append(session: Session, job_id: str, type_: str, data: dict[str, Any]) -> N
     session.add(Event(job_id=job_id, type=type_, data=data, created_at=utcnow()))
 
 
-def status_events(session: Session, job_id: str, status: str, error: dict[str, Any] | None) -> None:
+def status_events(
+    session: Session, job_id: str, status: JobStatus, error: dict[str, Any] | None
+) -> None:
     """A ``status`` event, followed by ``done`` when the status is final."""
     append(session, job_id, "status", {"status": status, "error": error})
-    if status in ("succeeded", "failed", "canceled"):
+    if status in FINISHED_STATUSES:
         append(session, job_id, "done", {"status": status, "error": error})
 
 

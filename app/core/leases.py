@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.core import events
 from app.core.config import Settings
+from app.core.status import LEASED_STATUSES, JobStatus
 from app.core.tables import Job, Metric, utcnow
 
 log = logging.getLogger(__name__)
@@ -52,10 +53,10 @@ def claim(session: Session, job_id: str, worker: str, lease_timeout_s: float) ->
         return None
     now = utcnow()
     stale = job.heartbeat_at is None or job.heartbeat_at < now - timedelta(seconds=lease_timeout_s)
-    if job.status == "canceling" and stale:
-        finish(session, Lease(job_id, job.lease_token, job.lease_owner or ""), "canceled")
+    if job.status == JobStatus.CANCELING and stale:
+        finish(session, Lease(job_id, job.lease_token, job.lease_owner or ""), JobStatus.CANCELED)
         return None
-    if not (job.status == "queued" or (job.status == "running" and stale)):
+    if not (job.status == JobStatus.QUEUED or (job.status == JobStatus.RUNNING and stale)):
         log.info("job %s is %s (lease %s); not claiming", job_id, job.status, job.lease_owner)
         return None
     token = job.lease_token + 1
@@ -63,7 +64,7 @@ def claim(session: Session, job_id: str, worker: str, lease_timeout_s: float) ->
         update(Job)
         .where(Job.id == job_id, Job.status == job.status, Job.lease_token == job.lease_token)
         .values(
-            status="running",
+            status=JobStatus.RUNNING,
             lease_owner=worker,
             lease_token=token,
             heartbeat_at=now,
@@ -75,12 +76,12 @@ def claim(session: Session, job_id: str, worker: str, lease_timeout_s: float) ->
     if result.rowcount != 1:  # type: ignore[attr-defined]
         session.rollback()
         return None  # another worker claimed it first
-    events.status_events(session, job_id, "running", None)
+    events.status_events(session, job_id, JobStatus.RUNNING, None)
     session.commit()
     return Lease(job_id, token, worker)
 
 
-def _fence(session: Session, lease: Lease, **values: Any) -> str:
+def _fence(session: Session, lease: Lease, **values: Any) -> JobStatus:
     """UPDATE the leased row (taking its row lock until commit); the job's status, or
     `LeaseLost` when the token no longer matches."""
     result = session.execute(
@@ -88,7 +89,7 @@ def _fence(session: Session, lease: Lease, **values: Any) -> str:
         .where(
             Job.id == lease.job_id,
             Job.lease_token == lease.token,
-            Job.status.in_(("running", "canceling")),
+            Job.status.in_(LEASED_STATUSES),
         )
         .values(heartbeat_at=utcnow(), **values)
         .returning(Job.status)
@@ -97,10 +98,10 @@ def _fence(session: Session, lease: Lease, **values: Any) -> str:
     if status is None:
         session.rollback()
         raise LeaseLost(f"job {lease.job_id}: lease {lease.token} of {lease.owner} is gone")
-    return str(status)
+    return JobStatus(status)
 
 
-def heartbeat(session: Session, lease: Lease) -> str:
+def heartbeat(session: Session, lease: Lease) -> JobStatus:
     """Renew the lease; returns the job's status (``canceling`` asks the worker to stop)."""
     status = _fence(session, lease)
     session.commit()
@@ -131,7 +132,7 @@ class ProgressUpdate:
 
 def write_progress(
     session: Session, lease: Lease, update_: ProgressUpdate, commit: bool = True
-) -> str:
+) -> JobStatus:
     """Progress, a batch of metric points and events in one fenced transaction (left open
     for the caller to add to when `commit` is false)."""
     status = _fence(
@@ -161,13 +162,13 @@ def fenced(session: Session, lease: Lease, write: Callable[[Session], None]) -> 
 def finish(
     session: Session,
     lease: Lease,
-    status: str,
+    status: JobStatus,
     error_code: str | None = None,
     error_message: str | None = None,
 ) -> bool:
     """End the leased run with a final status; False when the lease was lost meanwhile."""
     now = utcnow()
-    allowed = ("canceling",) if status == "canceled" else ("running", "canceling")
+    allowed = (JobStatus.CANCELING,) if status == JobStatus.CANCELED else LEASED_STATUSES
     result = session.execute(
         update(Job)
         .where(Job.id == lease.job_id, Job.lease_token == lease.token, Job.status.in_(allowed))
@@ -177,7 +178,7 @@ def finish(
             updated_at=now,
             lease_owner=None,
             heartbeat_at=None,
-            eta_s=0.0 if status == "succeeded" else None,
+            eta_s=0.0 if status == JobStatus.SUCCEEDED else None,
             error_code=error_code,
             error_message=error_message,
         )
@@ -198,9 +199,11 @@ def requeue(session: Session, lease: Lease, reason: str) -> bool:
     now = utcnow()
     result = session.execute(
         update(Job)
-        .where(Job.id == lease.job_id, Job.lease_token == lease.token, Job.status == "running")
+        .where(
+            Job.id == lease.job_id, Job.lease_token == lease.token, Job.status == JobStatus.RUNNING
+        )
         .values(
-            status="queued",
+            status=JobStatus.QUEUED,
             lease_owner=None,
             lease_token=Job.lease_token + 1,
             heartbeat_at=None,
@@ -212,7 +215,10 @@ def requeue(session: Session, lease: Lease, reason: str) -> bool:
         session.rollback()
         return False
     events.append(
-        session, lease.job_id, "status", {"status": "queued", "error": None, "reason": reason}
+        session,
+        lease.job_id,
+        "status",
+        {"status": JobStatus.QUEUED, "error": None, "reason": reason},
     )
     session.commit()
     return True
@@ -236,14 +242,14 @@ def reap(
     with sessions() as session:
         stale_jobs = session.scalars(
             select(Job).where(
-                Job.status.in_(("running", "canceling")),
+                Job.status.in_(LEASED_STATUSES),
                 or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale),
             )
         ).all()
         for job in stale_jobs:
             lease = Lease(job.id, job.lease_token, job.lease_owner or "")
-            if job.status == "canceling":
-                if finish(session, lease, "canceled"):
+            if job.status == JobStatus.CANCELING:
+                if finish(session, lease, JobStatus.CANCELED):
                     report.canceled.append(job.id)
                 continue
             if requeue(session, lease, "lease expired"):
@@ -257,16 +263,26 @@ def reap(
         lost = now - timedelta(seconds=settings.requeue_queued_after_s)
         queued = session.scalars(
             select(Job.id).where(
-                Job.status == "queued", or_(Job.enqueued_at.is_(None), Job.enqueued_at < lost)
+                Job.status == JobStatus.QUEUED,
+                or_(Job.enqueued_at.is_(None), Job.enqueued_at < lost),
             )
         ).all()
         for job_id in queued:
-            if enqueue(job_id):
-                session.execute(
-                    update(Job)
-                    .where(Job.id == job_id, Job.status == "queued")
-                    .values(enqueued_at=utcnow())
-                )
-                session.commit()
+            if publish(session, job_id, enqueue):
                 report.enqueued.append(job_id)
     return report
+
+
+def publish(session: Session, job_id: str, enqueue: Callable[[str], bool]) -> bool:
+    """Publish a queued job's task and record when (``enqueued_at``), so the reaper does not
+    publish it again before ``requeue_queued_after_s``; False (nothing recorded) when the
+    broker is unreachable: the reaper then publishes it on a later round."""
+    if not enqueue(job_id):
+        return False
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+        .values(enqueued_at=utcnow())
+    )
+    session.commit()
+    return True

@@ -27,9 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "canceling", "canceled")
-ACTIVE_STATUSES = frozenset({"queued", "running", "canceling"})
-FINISHED_STATUSES = frozenset({"succeeded", "failed", "canceled"})
+from app.core.status import JobStatus
 
 
 def utcnow() -> datetime:
@@ -99,7 +97,7 @@ class Job(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     owner: Mapped[str] = mapped_column(String(128))
     name: Mapped[str] = mapped_column(String(128))
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED)  # a JobStatus
     config: Mapped[dict[str, Any]]  # the validated request body, defaults filled in
     dataset_id: Mapped[str | None] = mapped_column(
         ForeignKey("datasets.id", ondelete="SET NULL"), index=True

@@ -6,7 +6,7 @@ import hashlib
 
 from sqlalchemy import select
 
-from app.api.deps import revoke_api_key
+from app.core.security import revoke_api_key
 from app.core.tables import ApiKey
 from tests.utils import npz_bytes, shapes, tiny_job, upload, wait_for_status
 

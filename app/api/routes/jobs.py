@@ -6,10 +6,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import BearerDep, PrincipalDep, SessionDep, authorized
-from app.api.schemas import JobCreate, JobPublic, JobsPublic, JobStatus, error_responses
-from app.api.services import jobs
+from app.api.schemas import JobCreate, JobPublic, JobsPublic, error_responses
+from app.api.services import jobs, previews
+from app.core.config import get_settings
+from app.core.status import JobStatus
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -93,3 +96,28 @@ def delete_job(job_id: str, principal: PrincipalDep, session: SessionDep) -> Res
     """Remove a finished job's rows and files."""
     jobs.delete_(session, principal.owner, job_id)
     return Response(status_code=204)
+
+
+@router.get(
+    "/{job_id}/dataset-preview",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/png": {}}, "description": "A grid of n training images"},
+        **error_responses(401, 404, 409, 422),
+    },
+)
+async def job_dataset_preview(
+    job_id: str,
+    credentials: BearerDep,
+    n: Annotated[int, Query(ge=1, le=previews.MAX_IMAGES, description="Images in the grid.")] = 64,
+) -> Response:
+    """Real images of the job's dataset at its model's resolution, to set beside its samples;
+    the same n gives the same bytes."""
+    source = await authorized(
+        credentials,
+        lambda session, who: previews.for_job(
+            session, get_settings(), jobs.get(session, who.owner, job_id)
+        ),
+    )
+    body = await run_in_threadpool(previews.grid_png, source, n)
+    return Response(body, media_type="image/png", headers=previews.HEADERS)

@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import FileResponse
@@ -33,8 +33,10 @@ from app.api.services import jobs
 from app.core import events
 from app.core.config import get_settings
 from app.core.db import session_scope
-from app.core.tables import FINISHED_STATUSES, Job
+from app.core.formats import MEDIA_TYPES, SAMPLE_SUFFIX, SampleFormat
+from app.core.status import FINISHED_STATUSES
 from app.core.tables import Checkpoint as CheckpointRow
+from app.core.tables import Job
 
 if TYPE_CHECKING:
     from app.api.services.generation import Announcement, Generated
@@ -203,7 +205,7 @@ async def job_samples(
     ] = None,
     checkpoint: Annotated[str, Query(description="A step, or 'latest'.")] = "latest",
     fmt: Annotated[
-        Literal["grid", "png", "zip", "npy"],
+        SampleFormat,
         Query(alias="format", description="grid (one PNG), png (n=1), zip (PNGs) or npy."),
     ] = "grid",
     ema: bool = True,
@@ -233,14 +235,14 @@ async def job_samples(
     if generated.leader:  # one observation per call to the generator
         telemetry.generation_batch.observe(generated.batch_images)
     telemetry.generation_seconds.observe(time.perf_counter() - started)
-    suffix = {"grid": "png", "png": "png", "zip": "zip", "npy": "npy"}[fmt]
+    filename = f"{job.id}-{row.step}-{seed}{SAMPLE_SUFFIX[fmt]}"
     return Response(
         body,
-        media_type=generation.MEDIA_TYPES[fmt],
+        media_type=MEDIA_TYPES[fmt],
         headers={
             "X-Checkpoint-Step": str(row.step),
             "X-Generation-Batch": str(generated.batch_requests),
-            "Content-Disposition": f'inline; filename="{job.id}-{row.step}-{seed}.{suffix}"',
+            "Content-Disposition": f'inline; filename="{filename}"',
         },
     )
 

@@ -27,7 +27,8 @@ from sqlalchemy.orm import Session
 
 from app.api.errors import ApiError, invalid, not_found
 from app.core.config import Settings, get_settings
-from app.core.tables import ACTIVE_STATUSES, Dataset, Job, utcnow
+from app.core.status import ACTIVE_STATUSES
+from app.core.tables import Dataset, Job, utcnow
 
 log = logging.getLogger(__name__)
 

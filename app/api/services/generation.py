@@ -34,21 +34,15 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from app.core.config import get_settings
+from app.core.formats import SampleFormat
 
 log = logging.getLogger(__name__)
 
-SampleFormat = Literal["grid", "png", "zip", "npy"]
-MEDIA_TYPES = {
-    "grid": "image/png",
-    "png": "image/png",
-    "zip": "application/zip",
-    "npy": "application/octet-stream",
-}
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed, so archives are byte-identical
 
 CacheKey = tuple[str, str, bool]

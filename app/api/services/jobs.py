@@ -24,19 +24,11 @@ from sqlalchemy.orm import Session
 
 from app.api.errors import ApiError, invalid, not_found
 from app.api.schemas import JobCreate
-from app.core import events
+from app.core import events, leases
 from app.core.config import Settings, get_settings
 from app.core.queue import enqueue_training
-from app.core.tables import (
-    ACTIVE_STATUSES,
-    FINISHED_STATUSES,
-    Checkpoint,
-    Dataset,
-    Job,
-    Metric,
-    SampleGrid,
-    utcnow,
-)
+from app.core.status import ACTIVE_STATUSES, FINISHED_STATUSES, RESUMABLE_STATUSES, JobStatus
+from app.core.tables import Checkpoint, Dataset, Job, Metric, SampleGrid, utcnow
 from models.sources import BUILTIN_LAYOUTS, builtin_candidates, find_builtin
 
 log = logging.getLogger(__name__)
@@ -80,7 +72,7 @@ def create(
         id=job_id,
         owner=owner,
         name=spec.name or f"{spec.model.arch}-{spec.dataset.source or 'upload'}-{job_id[:8]}",
-        status="queued",
+        status=JobStatus.QUEUED,
         config=spec.model_dump(mode="json"),
         dataset_id=dataset.id if dataset is not None else None,
         created_at=now,
@@ -93,7 +85,7 @@ def create(
     session.add(job)
     try:
         session.flush()  # the job row before its first event (events.job_id references it)
-        events.status_events(session, job_id, "queued", None)
+        events.status_events(session, job_id, JobStatus.QUEUED, None)
         session.commit()
     except IntegrityError:
         # a concurrent request with the same Idempotency-Key won the insert
@@ -104,7 +96,7 @@ def create(
         if existing is None:
             raise
         return existing, False
-    _enqueue(session, job_id)
+    leases.publish(session, job_id, enqueue_training)
     return job, True
 
 
@@ -159,14 +151,6 @@ def _check_eval(settings: Settings, spec: JobCreate) -> None:
         )
 
 
-def _enqueue(session: Session, job_id: str) -> None:
-    if enqueue_training(job_id):
-        session.execute(
-            update(Job).where(Job.id == job_id, Job.status == "queued").values(enqueued_at=utcnow())
-        )
-        session.commit()
-
-
 def get(session: Session, owner: str, job_id: str) -> Job:
     """The job, or a 404 (also for another owner's job, so ids cannot be probed)."""
     job = session.get(Job, job_id)
@@ -212,15 +196,19 @@ def cancel(session: Session, owner: str, job_id: str) -> Job:
     writes a final checkpoint before ending them ``canceled``."""
     for _ in range(5):  # a claim may move the job under us; retry on the new status
         job = get(session, owner, job_id)
-        if job.status == "canceling":
+        if job.status == JobStatus.CANCELING:
             return job
         if job.status in FINISHED_STATUSES:
             raise ApiError(409, "job_finished", f"job {job_id} is already {job.status}")
         now = utcnow()
-        if job.status == "queued":
-            values: dict[str, Any] = {"status": "canceled", "finished_at": now, "updated_at": now}
+        if job.status == JobStatus.QUEUED:
+            values: dict[str, Any] = {
+                "status": JobStatus.CANCELED,
+                "finished_at": now,
+                "updated_at": now,
+            }
         else:
-            values = {"status": "canceling", "updated_at": now}
+            values = {"status": JobStatus.CANCELING, "updated_at": now}
         result = session.execute(
             update(Job).where(Job.id == job_id, Job.status == job.status).values(**values)
         )
@@ -237,7 +225,7 @@ def cancel(session: Session, owner: str, job_id: str) -> Job:
 def resume(session: Session, owner: str, job_id: str) -> Job:
     """Queue a failed or canceled job again; it continues from its latest good checkpoint."""
     job = get(session, owner, job_id)
-    if job.status not in ("failed", "canceled"):
+    if job.status not in RESUMABLE_STATUSES:
         raise ApiError(
             409,
             "not_resumable",
@@ -250,7 +238,7 @@ def resume(session: Session, owner: str, job_id: str) -> Job:
         update(Job)
         .where(Job.id == job_id, Job.status == job.status)
         .values(
-            status="queued",
+            status=JobStatus.QUEUED,
             finished_at=None,
             error_code=None,
             error_message=None,
@@ -263,9 +251,9 @@ def resume(session: Session, owner: str, job_id: str) -> Job:
     if result.rowcount != 1:  # type: ignore[attr-defined]
         session.rollback()
         raise ApiError(409, "conflict", f"job {job_id} is changing state; try again")
-    events.status_events(session, job_id, "queued", None)
+    events.status_events(session, job_id, JobStatus.QUEUED, None)
     session.commit()
-    _enqueue(session, job_id)
+    leases.publish(session, job_id, enqueue_training)
     session.refresh(job)
     return job
 
