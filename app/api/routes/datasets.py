@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import PrincipalDep, SessionDep
+from app.api.deps import BearerDep, PrincipalDep, SessionDep, authorized
+from app.api.errors import invalid
 from app.api.schemas import DatasetPublic, DatasetsPublic, error_responses
-from app.api.services import datasets
+from app.api.services import datasets, previews
 from app.core.config import get_settings
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+_RESOLUTIONS = ", ".join(map(str, previews.RESOLUTIONS))
 
 _UPLOAD_BODY = {
     "requestBody": {
@@ -66,6 +70,35 @@ def list_datasets(principal: PrincipalDep, session: SessionDep) -> DatasetsPubli
 @router.get("/{dataset_id}", response_model=DatasetPublic, responses=error_responses(401, 404))
 def get_dataset(dataset_id: str, principal: PrincipalDep, session: SessionDep) -> DatasetPublic:
     return DatasetPublic.from_row(datasets.get(session, principal.owner, dataset_id))
+
+
+@router.get(
+    "/{dataset_id}/preview",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/png": {}}, "description": "A grid of n of its images"},
+        **error_responses(401, 404, 409, 422),
+    },
+)
+async def dataset_preview(
+    dataset_id: str,
+    credentials: BearerDep,
+    n: Annotated[int, Query(ge=1, le=previews.MAX_IMAGES, description="Images in the grid.")] = 64,
+    resolution: Annotated[
+        int, Query(description=f"The side a model would see them at: one of {_RESOLUTIONS}.")
+    ] = previews.RESOLUTIONS[0],
+) -> Response:
+    """Images of the dataset as a model trains on them; the same n gives the same bytes."""
+    if resolution not in previews.RESOLUTIONS:
+        raise invalid("resolution", f"must be one of {_RESOLUTIONS} (a model's resolution)")
+    source = await authorized(
+        credentials,
+        lambda session, who: previews.for_dataset(
+            get_settings(), datasets.get(session, who.owner, dataset_id), resolution
+        ),
+    )
+    body = await run_in_threadpool(previews.grid_png, source, n)
+    return Response(body, media_type="image/png", headers=previews.HEADERS)
 
 
 @router.delete(
