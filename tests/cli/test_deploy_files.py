@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from app.cli import README_BEGIN, README_END, settings_table
+from app.core.settings_doc import README_BEGIN, README_END, settings_table
 
 ROOT = Path(__file__).resolve().parents[2]
 
