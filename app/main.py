@@ -19,6 +19,8 @@ from app.core import queue
 from app.core.config import get_settings
 from app.core.db import migrate, session_factory
 from app.core.leases import reap
+from app.web import docs
+from app.web import router as web_router
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,8 @@ def create_app() -> FastAPI:
         version="1",
         summary="Train Spectral-Normalization GANs as jobs and serve the images they generate.",
         lifespan=lifespan,
+        docs_url=None,  # app.web.docs serves /docs and /redoc with their assets, no CDN
+        redoc_url=None,
     )
     telemetry = Telemetry(counts=_job_counts, depth=queue.queue_depth)
     app.state.telemetry = telemetry
@@ -93,4 +97,6 @@ def create_app() -> FastAPI:
         # any authenticated route may answer 429 (rate limit) or 503 (database unreachable)
         app.include_router(module.router, responses=error_responses(429, 503))
     app.include_router(ops.router)
+    app.include_router(web_router)  # the dashboard: pages at /, /jobs/{id}; /static/
+    app.include_router(docs.router)
     return app
