@@ -104,6 +104,12 @@ def job_page(job_id: str) -> HTMLResponse:
     return _page("job")
 
 
+@router.get("/compare")
+def compare_page() -> HTMLResponse:
+    """2 to 8 jobs (``?jobs=a,b``): curves on shared step axes, grids at one step."""
+    return _page("compare")
+
+
 @router.get("/static/{version}/{name:path}")
 def static_file(version: str, name: str, request: Request) -> Response:
     asset = _asset(name)

@@ -319,7 +319,10 @@ export function showErrors(form, error, aliases = {}) {
     note.className = "field-error";
     note.dataset.field = field;
     note.textContent = message;
-    (input.closest("label") || input).after(note);
+    // inside the field's label, under the input, so a form's layout does not shift
+    const label = input.closest("label");
+    if (label) label.append(note);
+    else input.after(note);
     placed.push(field);
   }
   if (!fieldErrors.length) rest.push(error.message || String(error));

@@ -111,7 +111,7 @@ async function fillForm() {
     const input = form.elements.namedItem(path);
     if (!input || input instanceof RadioNodeList) continue;
     if (input.tagName === "SELECT" && info.enum) {
-      input.innerHTML = info.enum.map((v) => `<option>${esc(v)}</option>`).join("");
+      input.innerHTML = info.enum.map((v) => `<option value="${esc(v)}">${esc(v)}</option>`).join("");
     }
     if (input.type === "checkbox") input.checked = Boolean(info.default);
     else if (info.default !== undefined && info.default !== null) input.value = info.default;

@@ -1,0 +1,102 @@
+"""What the browser tests share: the stack's API over real HTTP (a browser needs a socket),
+job bodies, and waiting on the API."""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+# A tiny job: a few dozen steps a second on one CPU core.
+TINY = {
+    "dataset": {"source": "synthetic", "num_images": 256},
+    "model": {"arch": "cnn32", "g_ch": 16, "d_ch": 16},
+    "train": {"steps": 60, "batch_size": 16, "n_dis": 1},
+    "checkpoint_every": 20,
+    "sample_every": 10,
+}
+FINISHED = ("succeeded", "failed", "canceled")
+
+
+def job_body(steps: int = 60, **top: Any) -> dict[str, Any]:
+    body = {k: dict(v) if isinstance(v, dict) else v for k, v in TINY.items()}
+    body["train"]["steps"] = steps
+    body.update(top)
+    return body
+
+
+@dataclass
+class Live:
+    """The API of a test stack on a loopback port, with a worker."""
+
+    url: str
+    stack: Any
+
+    def new_key(self, owner: str | None = None) -> str:
+        return str(self.stack.new_key(owner or f"web-{secrets.token_hex(4)}"))
+
+    def client(self, key: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _up(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def live_api(stack: Any) -> Live:
+    """The stack's own uvicorn when it runs one; otherwise one started here (as a process of
+    the stack, stopped with it), and a worker when the stack has none."""
+    url = getattr(stack, "base_url", "") or ""
+    if url.startswith("http://127.0.0.1:") and _up(url):
+        return Live(url, stack)
+    port = _free_port()
+    argv = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory"]
+    proc = stack.start("web-api", [*argv, "--host", "127.0.0.1", "--port", str(port)])
+    url = f"http://127.0.0.1:{port}"
+    wait(lambda: proc.poll() is None and _up(url), 60, "the API to start")
+    if not any("worker" in name for name in stack.procs):
+        stack.start_worker()
+    return Live(url, stack)
+
+
+def wait(probe: Any, timeout: float, what: str, interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def wait_status(api: httpx.Client, job_id: str, *statuses: str, timeout: float = 180) -> dict:
+    def probe() -> dict | None:
+        job = api.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in FINISHED and job["status"] not in statuses:
+            raise AssertionError(f"job ended {job['status']}, wanted {statuses}: {job['error']}")
+        return job if job["status"] in statuses else None
+
+    return wait(probe, timeout, f"job {job_id} to be {statuses}")
+
+
+def cancel_all(api: httpx.Client) -> None:
+    """Cancel the key's unfinished jobs, so the stack's one worker is free for the next test."""
+    for job in api.get("/v1/jobs", params={"limit": 200}).json()["data"]:
+        if job["status"] not in FINISHED:
+            api.post(f"/v1/jobs/{job['id']}/cancel")
