@@ -3,40 +3,18 @@ by the app itself (from the fastapi-offline package), so they work without inter
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlsplit
 
-import pytest
+from tests.web.conftest import VIEWPORT
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 REDOCLY_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            args=["--headless", "--no-sandbox", "--disable-gpu"],
-        )
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def screenshots() -> Path:
-    folder = Path(os.environ.get("SNGAN_SCREENSHOTS", "build/screenshots"))
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
 def offline_page(browser, refused: list[str]):  # type: ignore[no-untyped-def]
-    """A page whose requests to any host but this machine are aborted (and listed)."""
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    """A page whose requests to any host but this machine are aborted (and listed): routed
+    before it opens, which conftest's open_page cannot do."""
+    page = browser.new_page(viewport=VIEWPORT)
 
     def route(route) -> None:  # type: ignore[no-untyped-def]
         if urlsplit(route.request.url).hostname in LOCAL_HOSTS:
@@ -49,33 +27,33 @@ def offline_page(browser, refused: list[str]):  # type: ignore[no-untyped-def]
     return page
 
 
-def test_swagger_ui_offline(stack, browser, screenshots) -> None:  # type: ignore[no-untyped-def]
+def test_swagger_ui_offline(live, browser, shot) -> None:  # type: ignore[no-untyped-def]
     refused: list[str] = []
     page = offline_page(browser, refused)
     try:
-        response = page.goto(f"{stack.base_url}/docs")
+        response = page.goto(f"{live.url}/docs")
         assert response is not None and response.ok
         page.wait_for_selector(".opblock", timeout=30_000)
         paths = page.locator(".opblock .opblock-summary-path").all_inner_texts()
         assert "/v1/jobs" in paths, paths
         assert "/v1/jobs/{job_id}/dataset-preview" in paths, paths
         assert "/v1/datasets" in paths, paths
-        page.screenshot(path=str(screenshots / f"docs-{stack.kind}.png"), full_page=False)
+        shot(page, "swagger-ui")
     finally:
         page.close()
     assert refused == []  # nothing was even asked of another host
 
 
-def test_redoc_offline(stack, browser, screenshots) -> None:  # type: ignore[no-untyped-def]
+def test_redoc_offline(live, browser, shot) -> None:  # type: ignore[no-untyped-def]
     refused: list[str] = []
     page = offline_page(browser, refused)
     try:
-        response = page.goto(f"{stack.base_url}/redoc")
+        response = page.goto(f"{live.url}/redoc")
         assert response is not None and response.ok
         # ReDoc lists each operation in its side menu by summary, and its path in its panel
         page.get_by_role("menuitem").filter(has_text="Create Job").first.wait_for(timeout=30_000)
         assert "/v1/jobs/{job_id}/dataset-preview" in page.inner_text("body")
-        page.screenshot(path=str(screenshots / f"redoc-{stack.kind}.png"), full_page=False)
+        shot(page, "redoc")
     finally:
         page.close()
     # ReDoc's bundle hard-codes one request: the Redocly logo of its menu footer, hidden when
@@ -83,11 +61,11 @@ def test_redoc_offline(stack, browser, screenshots) -> None:  # type: ignore[no-
     assert set(refused) <= {REDOCLY_LOGO}, refused
 
 
-def test_assets_are_the_packages_files(stack) -> None:  # type: ignore[no-untyped-def]
+def test_assets_are_the_packages_files(live) -> None:  # type: ignore[no-untyped-def]
     from importlib import metadata, resources
 
     prefix = f"/docs/assets/{metadata.version('fastapi-offline')}"
-    with stack.client() as client:
+    with live.client() as client:
         page = client.get("/docs")
         assert page.status_code == 200
         assert f"{prefix}/swagger-ui-bundle.js" in page.text
