@@ -214,6 +214,18 @@ def load_once(browser: Any, url: str, job_id: str) -> dict[str, float]:
         page.wait_for_function(READY, timeout=120_000)
         # the page's own clock: ms since its navigation started, read as the marker appears
         ms = page.evaluate("performance.now()")
+        # where the time went: scripts run (plotly.js parsed), the last /metrics answer in
+        timings = page.evaluate(
+            """(path) => {
+                const nav = performance.getEntriesByType('navigation')[0];
+                const metrics = performance.getEntriesByType('resource')
+                    .filter((e) => new URL(e.name).pathname === path);
+                return [nav.domContentLoadedEventEnd,
+                        Math.min(...metrics.map((e) => e.startTime)),
+                        Math.max(...metrics.map((e) => e.responseEnd))];
+            }""",
+            path,
+        )
         if errors:
             raise RuntimeError(f"the page threw: {errors}")
         bodies = [r.body() for r in metric_responses]
@@ -228,6 +240,9 @@ def load_once(browser: Any, url: str, job_id: str) -> dict[str, float]:
         )
         return {
             "ms": float(ms),
+            "scripts": float(timings[0]),
+            "metrics_start": float(timings[1]),
+            "metrics_end": float(timings[2]),
             "fetched": float(fetched),
             "drawn": float(drawn),
             "bytes": float(sum(len(b) for b in bodies)),
@@ -281,8 +296,9 @@ def main() -> None:
     )
     print()
     header = (
-        "steps/series", "median ms", "min ms", "max ms", "warm-up ms", "every",
-        "points fetched", "requests", "points drawn", "/metrics KiB",
+        "steps/series", "median ms", "min ms", "max ms", "warm-up ms", "scripts run ms",
+        "/metrics asked ms", "/metrics in ms", "every", "points fetched", "requests",
+        "points drawn", "/metrics KiB",
     )  # fmt: skip
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
@@ -295,6 +311,9 @@ def main() -> None:
             f"{min(ms):.0f}",
             f"{max(ms):.0f}",
             f"{warm['ms']:.0f}",
+            f"{statistics.median(r['scripts'] for r in runs):.0f}",
+            f"{statistics.median(r['metrics_start'] for r in runs):.0f}",
+            f"{statistics.median(r['metrics_end'] for r in runs):.0f}",
             f"{int(last['every'])}",
             f"{int(last['fetched']):,}",
             f"{int(last['requests'])}",
@@ -304,8 +323,11 @@ def main() -> None:
         print("| " + " | ".join(cells) + " |")
     print()
     print(
-        "every: the downsampling the page asked of /metrics; points fetched: metric points in "
-        "its /metrics answers; points drawn: x values in its plotly traces"
+        "ms since the navigation started, medians of the timed loads: scripts run = "
+        "DOMContentLoaded (plotly.js and the page's modules executed); /metrics asked / in = the "
+        "first /metrics request sent / the last answered. every: the downsampling the page "
+        "asked of /metrics; points fetched: metric points in its /metrics answers; points "
+        "drawn: x values in its plotly traces"
     )
 
 
