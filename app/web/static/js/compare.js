@@ -15,7 +15,7 @@ import { initHeader, notify, setAuthImage, statusBadge } from "./ui.js";
 
 const MIN_JOBS = 2;
 const MAX_JOBS = 8;
-const MAX_POINTS = 2000; // steps per job and chart
+const MAX_POINTS = 1000; // steps per job and chart: more than a half-width chart has pixels
 const LIST_PAGES = 5; // of 200 jobs each in the picker
 const TRAIN_NAMES = ["loss_d", "loss_g", "d_real", "d_fake", "lr", "steps_per_s"];
 // evaluated every eval.every steps only: fetched without `every`, so none is skipped
