@@ -58,17 +58,30 @@ def _up(url: str) -> bool:
         return False
 
 
+def start_api(stack: Any, name: str, env: dict[str, str] | None = None) -> str:
+    """uvicorn on a free loopback port with the stack's settings (and `env`), as one of the
+    stack's processes (stopped with it); its URL once it answers."""
+    port = _free_port()
+    argv = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory"]
+    proc = stack.start(name, [*argv, "--host", "127.0.0.1", "--port", str(port)], env)
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited at start:\n{stack.log_tail(name)}")
+        return _up(url)
+
+    wait(up, 60, f"{name} to start")
+    return url
+
+
 def live_api(stack: Any) -> Live:
-    """The stack's own uvicorn when it runs one; otherwise one started here (as a process of
-    the stack, stopped with it), and a worker when the stack has none."""
+    """The stack's own uvicorn when it runs one; otherwise one started here, and a worker
+    when the stack has none."""
     url = getattr(stack, "base_url", "") or ""
     if url.startswith("http://127.0.0.1:") and _up(url):
         return Live(url, stack)
-    port = _free_port()
-    argv = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory"]
-    proc = stack.start("web-api", [*argv, "--host", "127.0.0.1", "--port", str(port)])
-    url = f"http://127.0.0.1:{port}"
-    wait(lambda: proc.poll() is None and _up(url), 60, "the API to start")
+    url = start_api(stack, "web-api")
     if not any("worker" in name for name in stack.procs):
         stack.start_worker()
     return Live(url, stack)

@@ -1,0 +1,148 @@
+"""The job page in a real Chromium: the sample timeline's slider, generating images
+(same seed, same bytes), cancel and delete; and the jobs page with auth off."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.web.helpers import Live, cancel_all, job_body, start_api, wait_status
+
+# the bytes of an <img>'s current (object URL) source, hashed in the page
+IMAGE_SHA256 = """async (selector) => {
+    const img = document.querySelector(selector);
+    const bytes = await (await fetch(img.src)).arrayBuffer();
+    const digest = await crypto.subtle.digest("SHA-256", bytes);
+    return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}"""
+
+
+@pytest.fixture(scope="module")
+def trained(live: Live) -> dict[str, Any]:
+    """A tiny job trained to the end (per stack), with grids at steps 10, 20, ..., 60."""
+    key = live.new_key()
+    with live.client(key) as api:
+        job = api.post("/v1/jobs", json=job_body(name="trained")).json()
+        wait_status(api, job["id"], "succeeded")
+    return {"key": key, "id": job["id"]}
+
+
+def test_dragging_the_slider_loads_another_training_grid(live, trained, open_page, shot) -> None:  # type: ignore[no-untyped-def]
+    page = open_page(f"{live.url}/jobs/{trained['id']}", trained["key"])
+    grid = page.locator("#grid")
+    page.wait_for_selector('#grid[data-step="60"]')  # the newest grid first
+    page.wait_for_function("document.querySelector('#grid').naturalWidth > 0")
+    newest = page.evaluate(IMAGE_SHA256, "#grid")
+
+    slider = page.locator("#grid-step")
+    slider.scroll_into_view_if_needed()  # the mouse reaches only what is on screen
+    box = slider.bounding_box()
+    assert box is not None
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] - 4, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 2, y, steps=12)
+    page.mouse.up()
+    page.wait_for_selector('#grid[data-step="10"]')
+    page.wait_for_function("document.querySelector('#grid').naturalWidth > 0")
+    assert grid.evaluate("img => img.complete && img.naturalWidth") > 0
+    first = page.evaluate(IMAGE_SHA256, "#grid")
+    assert first != newest
+    assert "step 10" in page.locator("#grid-caption").inner_text()
+    # the page showed exactly the API's grid of step 10
+    with live.client(trained["key"]) as api:
+        png = api.get(f"/v1/jobs/{trained['id']}/training-samples/10").content
+    assert first == hashlib.sha256(png).hexdigest()
+    # the dataset's real images are beside it
+    page.wait_for_function("document.querySelector('#real').naturalWidth > 0")
+    shot(page)
+
+
+def generate(page, seed: int, n: int = 4) -> str:  # type: ignore[no-untyped-def]
+    """Generate with `seed` through the panel; the sha256 the page shows for the image."""
+    before = page.locator("#generated-image").get_attribute("src")
+    page.fill('#generate-form [name="seed"]', str(seed))
+    page.fill('#generate-form [name="n"]', str(n))
+    page.click('#generate-form button[type="submit"]')
+    page.wait_for_function(
+        "([before]) => { const img = document.querySelector('#generated-image');"
+        " return img.getAttribute('src') !== before && img.dataset.sha256; }",
+        arg=[before],
+    )
+    shown = str(page.locator("#generated-image").get_attribute("data-sha256"))
+    assert page.evaluate(IMAGE_SHA256, "#generated-image") == shown  # the bytes on screen
+    assert page.locator("#generated-hash").inner_text() == shown[:16]
+    return shown
+
+
+def test_the_same_seed_gives_the_same_image_and_another_seed_another(
+    live, trained, open_page, shot
+) -> None:  # type: ignore[no-untyped-def]
+    page = open_page(f"{live.url}/jobs/{trained['id']}", trained["key"])
+    page.wait_for_selector(
+        '#generate-form select[name="checkpoint"] option[value="60"]', state="attached"
+    )
+    first = generate(page, seed=7)
+    again = generate(page, seed=7)
+    other = generate(page, seed=8)
+    assert first == again
+    assert other != first
+    # what a script gets for the same request
+    with live.client(trained["key"]) as api:
+        response = api.get(
+            f"/v1/jobs/{trained['id']}/samples",
+            params={"seed": 7, "n": 4, "checkpoint": "latest", "format": "grid"},
+        )
+    assert hashlib.sha256(response.content).hexdigest() == first
+    generate(page, seed=7)
+    assert "checkpoint step 60 · seed 7" in page.locator("#generated-info").inner_text()
+    shot(page)
+
+
+def test_cancel_and_delete_from_the_job_page(live, open_page, shot) -> None:  # type: ignore[no-untyped-def]
+    key = live.new_key()
+    with live.client(key) as api:
+        job = api.post("/v1/jobs", json=job_body(steps=5000, name="to-cancel")).json()
+        try:
+            wait_status(api, job["id"], "running")
+            page = open_page(f"{live.url}/jobs/{job['id']}", key)
+            status = page.locator('#head [data-role="status"]')
+            page.wait_for_selector('#head [data-role="status"]:has-text("running")')
+            page.click('#head [data-action="cancel"]')
+            page.wait_for_selector('#head [data-role="status"]:has-text("canceled")')
+            assert api.get(f"/v1/jobs/{job['id']}").json()["status"] == "canceled"
+            assert page.locator('#head [data-action="resume"]').is_visible()
+            assert not page.locator('#head [data-action="cancel"]').is_visible()
+            shot(page, "canceled")
+
+            # delete asks first; "Keep it" keeps the job
+            page.click('#head [data-action="delete"]')
+            page.locator("#confirm-delete").wait_for()
+            page.click('#confirm-delete button[value="keep"]')
+            assert api.get(f"/v1/jobs/{job['id']}").status_code == 200
+            assert status.inner_text() == "canceled"
+            page.click('#head [data-action="delete"]')
+            page.click('#confirm-delete button[value="delete"]')
+            page.wait_for_url(f"{live.url}/")
+            assert api.get(f"/v1/jobs/{job['id']}").status_code == 404
+        finally:
+            cancel_all(api)
+
+
+def test_with_auth_off_the_jobs_page_opens_without_a_key(live, open_page, shot) -> None:  # type: ignore[no-untyped-def]
+    """As `sngan serve` runs embedded: SNGAN_AUTH=off, every request acts as owner local."""
+    if live.stack.kind != "embedded":
+        pytest.skip("auth off is the embedded `sngan serve` mode")
+    url = start_api(live.stack, "web-api-auth-off", {"SNGAN_AUTH": "off"})
+    with httpx.Client(base_url=url, timeout=60) as api:
+        job = api.post("/v1/jobs", json=job_body(name="no-key-needed")).json()
+        api.post(f"/v1/jobs/{job['id']}/cancel")
+    page = open_page(f"{url}/")
+    page.locator("#jobs a.job-name", has_text="no-key-needed").wait_for()
+    assert page.locator("dialog.key-dialog").count() == 0
+    assert not page.locator('[data-role="forget-key"]').is_visible()
+    assert page.evaluate("sessionStorage.length") == 0  # no key asked, none kept
+    shot(page)
