@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from models import (
     DivergedError,
     EvaluationUnavailable,
     ImageDataset,
+    ModelConfig,
     RunConfig,
     Trainer,
     list_checkpoints,
@@ -42,7 +43,7 @@ from worker.sinks import DatabaseSinks, Heartbeat
 
 log = logging.getLogger(__name__)
 
-SYNTHETIC_DEFAULT_IMAGES = 10_000
+SYNTHETIC_IMAGES = DataSpec().num_images  # when the request does not say
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
@@ -84,14 +85,14 @@ def _run_claimed(lease: Lease, settings: Settings) -> None:
     with sessions() as session:
         job = session.get(Job, job_id)
         assert job is not None
-        spec, total_steps = dict(job.config), job.total_steps
+        ref, spec, total_steps = dict(job.config["dataset"]), job.run_spec(), job.total_steps
         stored = _stored_dataset(session, job, settings)
 
     log.info("job %s: training (attempt lease %d, owner %s)", job_id, lease.token, lease.owner)
     sinks = DatabaseSinks(lease, sessions, settings, total_steps)
     try:
         with Heartbeat(lease, sessions, settings, sinks):
-            cfg, dataset = build_run_config(spec, stored, settings)
+            cfg, dataset = build_run_config(spec, ref, stored, settings)
             resume_from, resume_step = choose_resume_point(sessions, lease, settings)
             sinks.step = resume_step
             trainer = Trainer(
@@ -178,28 +179,31 @@ def _stored_dataset(session: Session, job: Job, settings: Settings) -> StoredDat
 
 
 def build_run_config(
-    spec: dict[str, Any], stored: StoredDataset | None, settings: Settings
+    spec: dict[str, Any], ref: dict[str, Any], stored: StoredDataset | None, settings: Settings
 ) -> tuple[RunConfig, ImageDataset]:
-    """The job body as a `models.RunConfig`, with channels and classes read from its data."""
-    ref = spec["dataset"]
-    data: dict[str, Any]
+    """The job's run spec (its body less `name` and `dataset`) as a `models.RunConfig`, for
+    the dataset `ref` names, with the model's channels and classes read from the data."""
+    data = _data_spec(ref, stored, settings)
+    # the model config is built once its channels and classes are known (a conditional model
+    # without classes does not construct), so the data is read first
+    model = dict(spec.get("model") or {})
+    dataset = load_dataset(data, ARCHS[model.get("arch") or ModelConfig().arch])
+    if model.get("conditional") and dataset.num_classes < 1:
+        raise DatasetError("model.conditional needs a labelled dataset; this one has no labels")
+    model.update(channels=dataset.channels, num_classes=dataset.num_classes)
+    cfg = RunConfig.from_dict({**spec, "model": model})
+    return replace(cfg, data=data, keep_last=settings.keep_checkpoints), dataset
+
+
+def _data_spec(ref: dict[str, Any], stored: StoredDataset | None, settings: Settings) -> DataSpec:
+    """Where the job's dataset is read from: an upload, a built-in one, or synthetic shapes."""
     if ref.get("id"):
         if stored is None:
             raise DatasetError(f"dataset {ref['id']} was deleted")
-        data = {"source": stored.format, "path": str(stored.path)}
-    elif ref["source"] == "synthetic":
-        data = {
-            "source": "synthetic",
-            "num_images": ref.get("num_images") or SYNTHETIC_DEFAULT_IMAGES,
-        }
-    else:
-        data = {"source": ref["source"], "path": str(settings.data_dir)}
-    dataset = load_dataset(DataSpec(**data), ARCHS[spec["model"]["arch"]])
-    model = {**spec["model"], "channels": dataset.channels, "num_classes": dataset.num_classes}
-    if model["conditional"] and dataset.num_classes < 1:
-        raise DatasetError("model.conditional needs a labelled dataset; this one has no labels")
-    body = {**spec, "model": model, "data": data, "keep_last": settings.keep_checkpoints}
-    return RunConfig.from_dict(body), dataset
+        return DataSpec(source=stored.format, path=str(stored.path))
+    if ref["source"] == "synthetic":
+        return DataSpec(source="synthetic", num_images=ref.get("num_images") or SYNTHETIC_IMAGES)
+    return DataSpec(source=ref["source"], path=str(settings.data_dir))
 
 
 def choose_resume_point(

@@ -1,11 +1,15 @@
 """Request and response schemas (pydantic v2), in layers: ``*Create`` in, ``*Public`` out.
 
-Upper bounds come from the settings (``SNGAN_MAX_*``) and are read when a request is validated,
-so each violation is a 422 whose message names the field and the limit.
+The job spec's fields, defaults and descriptions are the dataclasses' of ``models/config.py``;
+the schema adds types, limits and messages on top (tests/app/test_job_spec.py proves the field
+names and defaults equal). Upper bounds come from the settings (``SNGAN_MAX_*``) and are read
+when a request is validated, so each violation is a 422 whose message names the field and the
+limit.
 """
 
 from __future__ import annotations
 
+from dataclasses import MISSING, fields
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -14,10 +18,15 @@ from pydantic_core import PydanticCustomError
 
 from app.core.config import get_settings
 from app.core.status import JobStatus
+from models.config import EvalConfig, ModelConfig, RunConfig, TrainConfig
 
+# the values models/config.py accepts (ARCHS, LOSSES, ...), as types; test_job_spec.py checks
 Arch = Literal["cnn32", "resnet32", "cnn48", "resnet48"]
-BuiltinSource = Literal["cifar10", "stl10", "synthetic"]
+Loss = Literal["hinge", "ns"]
+LrDecay = Literal["linear", "none"]
+Precision = Literal["auto", "fp32", "bf16"]
 EvalMetric = Literal["is", "fid", "kid"]
+BuiltinSource = Literal["cifar10", "stl10", "synthetic"]
 
 
 def at_most(setting: str) -> AfterValidator:
@@ -39,6 +48,15 @@ def at_most(setting: str) -> AfterValidator:
 
 def _strict(title: str) -> ConfigDict:
     return ConfigDict(extra="forbid", title=title)
+
+
+def spec(config: type, name: str, **constraints: Any) -> Any:
+    """A job spec field whose default and description are `config`'s (models/config.py)."""
+    f = next(f for f in fields(config) if f.name == name)
+    doc = f.metadata["doc"]
+    if f.default_factory is not MISSING:
+        return Field(default_factory=f.default_factory, description=doc, **constraints)
+    return Field(default=f.default, description=doc, **constraints)
 
 
 # --- jobs: input ---------------------------------------------------------------------------
@@ -69,44 +87,43 @@ class DatasetRef(BaseModel):
 class ModelSpec(BaseModel):
     model_config = _strict("ModelSpec")
 
-    arch: Arch = "resnet32"
-    z_dim: Annotated[int, Field(ge=1), at_most("max_z_dim")] = 128
-    g_ch: Annotated[int, Field(ge=1), at_most("max_channels")] | None = None
-    d_ch: Annotated[int, Field(ge=1), at_most("max_channels")] | None = None
-    conditional: bool = False
+    arch: Arch = spec(ModelConfig, "arch")
+    z_dim: Annotated[int, Field(ge=1), at_most("max_z_dim")] = spec(ModelConfig, "z_dim")
+    g_ch: Annotated[int, Field(ge=1), at_most("max_channels")] | None = spec(ModelConfig, "g_ch")
+    d_ch: Annotated[int, Field(ge=1), at_most("max_channels")] | None = spec(ModelConfig, "d_ch")
+    conditional: bool = spec(ModelConfig, "conditional")
 
 
 class TrainSpec(BaseModel):
     model_config = _strict("TrainSpec")
 
-    steps: Annotated[int, Field(ge=1), at_most("max_steps")] = 50_000
-    batch_size: Annotated[int, Field(ge=1), at_most("max_batch_size")] = 64
-    n_dis: Annotated[int, Field(ge=1), at_most("max_n_dis")] = 5
-    loss: Literal["hinge", "ns"] = "hinge"
+    steps: Annotated[int, Field(ge=1), at_most("max_steps")] = spec(TrainConfig, "steps")
+    batch_size: Annotated[int, Field(ge=1), at_most("max_batch_size")] = spec(
+        TrainConfig, "batch_size"
+    )
+    n_dis: Annotated[int, Field(ge=1), at_most("max_n_dis")] = spec(TrainConfig, "n_dis")
+    loss: Loss = spec(TrainConfig, "loss")
     # No upper bound: a learning rate too large to train diverges, and the job ends
     # `failed` with code `diverged` and its last good checkpoint.
-    lr_g: float = Field(default=2e-4, gt=0, allow_inf_nan=False)
-    lr_d: float = Field(default=2e-4, gt=0, allow_inf_nan=False)
-    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (
-        0.0,
-        0.9,
+    lr_g: float = spec(TrainConfig, "lr_g", gt=0, allow_inf_nan=False)
+    lr_d: float = spec(TrainConfig, "lr_d", gt=0, allow_inf_nan=False)
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = spec(
+        TrainConfig, "betas"
     )
-    lr_decay: Literal["linear", "none"] = "linear"
-    ema_decay: float | None = Field(default=None, gt=0, lt=1)
-    seed: int = Field(default=0, ge=0, le=2**63 - 1)
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-
-
-def _default_eval_metrics() -> list[EvalMetric]:
-    return ["is", "fid"]
+    lr_decay: LrDecay = spec(TrainConfig, "lr_decay")
+    ema_decay: float | None = spec(TrainConfig, "ema_decay", gt=0, lt=1)
+    seed: int = spec(TrainConfig, "seed", ge=0, le=2**63 - 1)
+    precision: Precision = spec(TrainConfig, "precision")
 
 
 class EvalSpec(BaseModel):
     model_config = _strict("EvalSpec")
 
-    every: int = Field(default=0, ge=0, description="Evaluate every N steps; 0 turns it off.")
-    num_samples: Annotated[int, Field(ge=1), at_most("max_eval_samples")] = 10_000
-    metrics: list[EvalMetric] = Field(default_factory=_default_eval_metrics)
+    every: int = spec(EvalConfig, "every", ge=0)
+    num_samples: Annotated[int, Field(ge=1), at_most("max_eval_samples")] = spec(
+        EvalConfig, "num_samples"
+    )
+    metrics: list[EvalMetric] = spec(EvalConfig, "metrics")
 
 
 class JobCreate(BaseModel):
@@ -119,8 +136,8 @@ class JobCreate(BaseModel):
     model: ModelSpec = Field(default_factory=ModelSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
     eval: EvalSpec = Field(default_factory=EvalSpec)
-    checkpoint_every: int = Field(default=1000, ge=1)
-    sample_every: int = Field(default=500, ge=1, description="Save a training grid every N steps.")
+    checkpoint_every: int = spec(RunConfig, "checkpoint_every", ge=1)
+    sample_every: int = spec(RunConfig, "sample_every", ge=1)
 
 
 # --- jobs: output --------------------------------------------------------------------------

@@ -91,6 +91,10 @@ class Dataset(Base):
     __table_args__ = (Index("ix_datasets_owner_created", "owner", "created_at"),)
 
 
+# the fields of a job body that are the job's own; the rest is its training run's spec
+JOB_FIELDS = frozenset({"name", "dataset"})
+
+
 class Job(Base):
     __tablename__ = "jobs"
 
@@ -130,6 +134,10 @@ class Job(Base):
         Index("ix_jobs_owner_created", "owner", "created_at", "id"),
         Index("ix_jobs_status", "status"),
     )
+
+    def run_spec(self) -> dict[str, Any]:
+        """`config` less the job's own fields: the part ``models.RunConfig.from_dict`` reads."""
+        return {k: v for k, v in self.config.items() if k not in JOB_FIELDS}
 
 
 class Metric(Base):
