@@ -113,3 +113,46 @@ def cancel_all(api: httpx.Client) -> None:
     for job in api.get("/v1/jobs", params={"limit": 200}).json()["data"]:
         if job["status"] not in FINISHED:
             api.post(f"/v1/jobs/{job['id']}/cancel")
+
+
+def insert_long_job(stack: Any, owner: str, steps: int) -> str:
+    """A succeeded job of `owner` with `steps` points in each training series, written
+    straight into the stack's database (as the worker's sinks write them); its id."""
+    import uuid
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import insert
+
+    from app.api.schemas import JobCreate
+    from app.core.tables import Job, Metric
+
+    names = ("loss_d", "loss_g", "d_real", "d_fake", "lr", "steps_per_s")
+    config = JobCreate.model_validate(job_body(steps=steps)).model_dump(mode="json")
+    job_id = uuid.uuid4().hex
+    start = datetime.now(UTC) - timedelta(hours=1)
+    with stack.sessions()() as session:
+        session.add(
+            Job(
+                id=job_id,
+                owner=owner,
+                name=f"long-{steps}",
+                status="succeeded",
+                config=config,
+                created_at=start,
+                updated_at=start,
+                started_at=start,
+                finished_at=start + timedelta(minutes=30),
+                step=steps,
+                total_steps=steps,
+                latest_metrics={n: 1.0 for n in names},
+            )
+        )
+        session.commit()
+        rows = [
+            {"job_id": job_id, "name": n, "step": s, "value": 1.0 + (s % 7) / 10, "time": start}
+            for s in range(1, steps + 1)
+            for n in names
+        ]
+        session.execute(insert(Metric), rows)
+        session.commit()
+    return job_id

@@ -4,12 +4,21 @@
 from __future__ import annotations
 
 import hashlib
+import secrets
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 
-from tests.web.helpers import Live, cancel_all, job_body, start_api, wait_status
+from tests.web.helpers import (
+    Live,
+    cancel_all,
+    insert_long_job,
+    job_body,
+    start_api,
+    wait_status,
+)
 
 # the bytes of an <img>'s current (object URL) source, hashed in the page
 IMAGE_SHA256 = """async (selector) => {
@@ -18,6 +27,10 @@ IMAGE_SHA256 = """async (selector) => {
     const digest = await crypto.subtle.digest("SHA-256", bytes);
     return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
 }"""
+
+# the steps of a chart's trace, as plotly holds them
+STEPS_OF = """([chart, name]) =>
+    document.querySelector(chart).data.find((t) => t.name === name).x"""
 
 
 @pytest.fixture(scope="module")
@@ -145,4 +158,40 @@ def test_with_auth_off_the_jobs_page_opens_without_a_key(live, open_page, shot) 
     assert page.locator("dialog.key-dialog").count() == 0
     assert not page.locator('[data-role="forget-key"]').is_visible()
     assert page.evaluate("sessionStorage.length") == 0  # no key asked, none kept
+    shot(page)
+
+
+def test_a_long_run_loads_downsampled_and_zooming_fetches_full_detail(
+    live, open_page, shot
+) -> None:  # type: ignore[no-untyped-def]
+    owner = f"long-{secrets.token_hex(3)}"
+    key = live.new_key(owner)
+    job_id = insert_long_job(live.stack, owner, steps=5000)
+    metric_requests: list[str] = []
+    page = open_page(f"{live.url}/jobs/{job_id}", key)
+    page.on("request", lambda r: metric_requests.append(r.url) if "/metrics?" in r.url else None)
+    page.wait_for_function("document.body.dataset.chartsReady === '1'")
+    # 5000 steps over MAX_POINTS 2000: every 3rd step, chosen by the server
+    overview = page.evaluate(STEPS_OF, ["#chart-losses", "loss_d"])
+    assert overview == list(range(3, 5001, 3))
+    assert "1 step in 3" in page.locator("#curves-note").inner_text()
+
+    # a zoom (what a drag on the chart does) fetches steps 1000..1100 at full detail
+    page.evaluate(
+        "Plotly.relayout(document.querySelector('#chart-losses'),"
+        " {'xaxis.range[0]': 1000, 'xaxis.range[1]': 1100})"
+    )
+    page.wait_for_function(
+        "([c, n]) => document.querySelector(c).data.find((t) => t.name === n).x.includes(1001)",
+        arg=["#chart-losses", "loss_d"],
+    )
+    detailed = page.evaluate(STEPS_OF, ["#chart-losses", "loss_d"])
+    assert [s for s in detailed if 1000 <= s <= 1100] == list(range(1000, 1101))
+    assert [s for s in detailed if s < 1000 or s > 1100] == [
+        s for s in overview if s < 1000 or s > 1100
+    ]
+    detail_query = parse_qs(urlsplit(metric_requests[-1]).query)
+    assert detail_query["after_step"] == ["999"] and "every" not in detail_query
+    # the other charts follow the zoom
+    assert page.evaluate("document.querySelector('#chart-d').layout.xaxis.range") == [1000, 1100]
     shot(page)

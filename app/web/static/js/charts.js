@@ -141,11 +141,22 @@ export class Charts {
         s.steps.forEach((step, i) => mine.add(step, s.values[i]));
       }
     }
+    this.describe();
+  }
+
+  /** The line under the charts: how much of the run they show. */
+  describe() {
     const total = this.series.get("loss_d").steps.length;
-    this.note.textContent =
-      this.every > 1
-        ? `Every ${this.every}th step shown (${total.toLocaleString()} points per curve); zoom in for full detail.`
-        : "";
+    let text = "";
+    if (this.every > 1) {
+      text = `1 step in ${this.every} shown (${total.toLocaleString()} points per curve); zoom in for full detail.`;
+    }
+    if (this.detail) {
+      const { from, to, every } = this.detail;
+      const range = `steps ${Math.ceil(from).toLocaleString()}–${Math.floor(to).toLocaleString()}`;
+      text += ` Zoomed: ${range} at ${every > 1 ? `1 step in ${every}` : "full detail"}.`;
+    }
+    this.note.textContent = text.trim();
   }
 
   /** Full detail (or as fine as MAX_POINTS allows) for the steps from..to. */
@@ -165,6 +176,7 @@ export class Charts {
     });
     if (this.range && this.range[0] === from && this.range[1] === to) {
       this.detail = { from, to, series, every };
+      this.describe();
       this.draw();
     }
   }
@@ -172,6 +184,7 @@ export class Charts {
   resetZoom() {
     this.range = null;
     this.detail = null;
+    this.describe();
     for (const div of this.divs.values()) Plotly.relayout(div, { "xaxis.autorange": true });
     this.draw();
   }
@@ -252,6 +265,7 @@ export class Charts {
     if (e["xaxis.autorange"]) {
       this.range = null;
       this.detail = null;
+      this.describe();
       update = { "xaxis.autorange": true };
     } else if (e["xaxis.range[0]"] !== undefined || e["xaxis.range"]) {
       const [from, to] = e["xaxis.range"] || [e["xaxis.range[0]"], e["xaxis.range[1]"]];

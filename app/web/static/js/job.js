@@ -133,6 +133,22 @@ document.querySelector("#log-scale").addEventListener("change", (e) => {
 });
 document.querySelector("#reset-zoom").addEventListener("click", () => charts.resetZoom());
 
+/** fn, run at most once per `ms` however often it is asked for (a replayed stream sends
+ * many status and checkpoint events at once); the last call always runs. */
+function coalesce(fn, ms = 300) {
+  let timer = null;
+  return () => {
+    if (timer) return;
+    timer = setTimeout(() => {
+      timer = null;
+      fn().catch((err) => console.warn(err.message));
+    }, ms);
+  };
+}
+
+const reloadSoon = coalesce(reloadJob);
+const checkpointsSoon = coalesce(loadCheckpoints);
+
 // --- live ---------------------------------------------------------------------------------
 
 function follow() {
@@ -153,14 +169,12 @@ function follow() {
       sample(s) {
         timeline.add(s);
       },
-      checkpoint() {
-        loadCheckpoints().catch(() => {});
-      },
-      status() {
-        reloadJob().catch(() => {});
-      },
+      checkpoint: checkpointsSoon,
+      status: reloadSoon,
       done() {
-        Promise.all([reloadJob(), loadCheckpoints(), charts.update()]).catch(() => {});
+        reloadSoon();
+        checkpointsSoon();
+        charts.update().catch((err) => console.warn("metrics update failed:", err.message));
       },
       error(err) {
         console.warn("event stream:", err.message);
