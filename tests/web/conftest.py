@@ -61,13 +61,13 @@ def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def open_page(browser):  # type: ignore[no-untyped-def]
-    """open_page(url, key=None) -> a Playwright page in a fresh browser context (its own
-    sessionStorage), holding `key` as if the user had typed it into the key form. Errors
-    the page's scripts throw fail the test."""
+    """open_page(url, key=None, setup=None) -> a Playwright page in a fresh browser context
+    (its own sessionStorage), holding `key` as if the user had typed it into the key form;
+    `setup(page)` runs before it navigates. Errors the page's scripts throw fail the test."""
     contexts = []
     errors: list[str] = []
 
-    def open_(url: str, key: str | None = None):  # type: ignore[no-untyped-def]
+    def open_(url: str, key: str | None = None, setup=None):  # type: ignore[no-untyped-def]
         context = browser.new_context(viewport=VIEWPORT)
         contexts.append(context)
         if key is not None:
@@ -77,6 +77,8 @@ def open_page(browser):  # type: ignore[no-untyped-def]
         page = context.new_page()
         page.set_default_timeout(90_000)  # training on a shared 2-core box
         page.on("pageerror", lambda e: errors.append(str(e)))
+        if setup is not None:
+            setup(page)  # e.g. routes, before the first request
         page.goto(url)
         return page
 

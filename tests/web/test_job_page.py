@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -194,4 +195,44 @@ def test_a_long_run_loads_downsampled_and_zooming_fetches_full_detail(
     assert detail_query["after_step"] == ["999"] and "every" not in detail_query
     # the other charts follow the zoom
     assert page.evaluate("document.querySelector('#chart-d').layout.xaxis.range") == [1000, 1100]
+    shot(page)
+
+
+def test_a_dropped_event_stream_is_resumed_with_last_event_id(
+    live, trained, open_page, shot
+) -> None:  # type: ignore[no-untyped-def]
+    """The page reads /events with fetch (the key in a header); when the connection drops,
+    it opens it again with Last-Event-ID, so it misses and repeats nothing."""
+    with live.client(trained["key"]) as api:
+        stream = api.get(f"/v1/jobs/{trained['id']}/events").text
+    events = [e for e in re.split(r"\r?\n\r?\n", stream) if e.startswith(("id:", "event:"))]
+    cut = "\r\n\r\n".join(events[:3]) + "\r\n\r\n"  # three events, then the connection drops
+    cut_id = re.search(r"^id: ?(\d+)", events[2], re.M)
+    assert cut_id is not None
+
+    requests: list[dict[str, str]] = []
+
+    def drop_first(route) -> None:  # type: ignore[no-untyped-def]
+        requests.append(route.request.headers)
+        if len(requests) == 1:
+            route.fulfill(status=200, headers={"Content-Type": "text/event-stream"}, body=cut)
+        else:
+            route.continue_()
+
+    page = open_page(
+        f"{live.url}/jobs/{trained['id']}",
+        trained["key"],
+        setup=lambda p: p.route("**/v1/jobs/*/events", drop_first),
+    )
+    page.wait_for_function("document.body.dataset.chartsReady === '1'")
+    for _ in range(150):  # Playwright runs the route handler only while the page is waited on
+        if len(requests) >= 2:
+            break
+        page.wait_for_timeout(200)
+    first, second = requests[0], requests[1]
+    assert "last-event-id" not in first
+    assert second["last-event-id"] == cut_id.group(1)
+    assert second["authorization"] == f"Bearer {trained['key']}"
+    assert trained["key"] not in page.url
+    page.wait_for_selector('#head [data-role="status"]:has-text("succeeded")')
     shot(page)

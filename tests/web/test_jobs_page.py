@@ -167,6 +167,11 @@ def test_the_page_asks_for_a_key_once_and_shows_only_that_keys_jobs(live, open_p
     page.locator("#jobs a.job-name", has_text="first-keys-job").wait_for()
     page.locator("#jobs").get_by_text("canceled").wait_for()
     assert page.locator("dialog.key-dialog").count() == 0  # asked once
+    # the status filter asks the API for that status only
+    page.select_option("#status-filter", "running")
+    page.locator("#jobs-empty").wait_for()
+    page.select_option("#status-filter", "canceled")
+    page.locator("#jobs a.job-name", has_text="first-keys-job").wait_for()
     shot(page, "first-key")
 
     # the key travels in the Authorization header only: never in a URL, kept for the tab
