@@ -264,6 +264,7 @@ def main() -> None:
 
     from playwright.sync_api import sync_playwright
 
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="sngan-dash-") as tmp:
         workdir = Path(tmp)
         (workdir / "data").mkdir()
@@ -293,6 +294,10 @@ def main() -> None:
         f"Job page, navigation to curves drawn: {os.cpu_count()} CPUs ({platform.machine()}), "
         f"Chromium {version} headless, {kind}, one uvicorn process, no worker; "
         f"{args.repeats} loads per job, each in a fresh browser context, after one warm-up"
+    )
+    print(
+        f"1-minute load average of the machine: {load_before:.1f} before, "
+        f"{os.getloadavg()[0]:.1f} at the end (other processes than these count too)"
     )
     print()
     header = (
