@@ -34,6 +34,9 @@ _EXPORTS = {
     "load_checkpoint": "checkpoint",
     "load_dataset": "data",
     "load_generator": "checkpoint",
+    "newest_verified": "checkpoint",
+    "png_bytes": "generate",
+    "resolve_device": "device",
     "save_png": "generate",
     "synthetic_shapes": "data",
     "verify_checkpoint": "checkpoint",
@@ -65,6 +68,9 @@ __all__ = [
     "load_checkpoint",
     "load_dataset",
     "load_generator",
+    "newest_verified",
+    "png_bytes",
+    "resolve_device",
     "save_png",
     "synthetic_shapes",
     "verify_checkpoint",
@@ -84,6 +90,7 @@ if TYPE_CHECKING:
         list_checkpoints,
         load_checkpoint,
         load_generator,
+        newest_verified,
         verify_checkpoint,
     )
     from .config import (
@@ -96,7 +103,8 @@ if TYPE_CHECKING:
         TrainConfig,
     )
     from .data import DatasetError, ImageDataset, load_dataset, synthetic_shapes
+    from .device import resolve_device
     from .evaluation import EvaluationUnavailable, check_evaluation_available
-    from .generate import generate_images, image_grid, save_png
+    from .generate import generate_images, image_grid, png_bytes, save_png
     from .nets import build_discriminator, build_generator, count_parameters
     from .trainer import DivergedError, Trainer, TrainerSinks, TrainResult

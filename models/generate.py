@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Sequence
 
@@ -70,9 +71,18 @@ def image_grid(images: np.ndarray, nrow: int | None = None, pad: int = 2) -> np.
     return grid
 
 
-def save_png(image: np.ndarray, path: str) -> None:
-    """Write uint8 (H, W, C) as PNG (greyscale when C == 1)."""
+def png_bytes(image: np.ndarray) -> bytes:
+    """uint8 (H, W, C) -> PNG bytes (greyscale when C == 1), with fixed settings and no
+    metadata: the same array always gives the same bytes."""
     from PIL import Image
 
     arr = image[:, :, 0] if image.shape[2] == 1 else image
-    Image.fromarray(arr).save(path, format="PNG", compress_level=6)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG", compress_level=6, optimize=False)
+    return buf.getvalue()
+
+
+def save_png(image: np.ndarray, path: str) -> None:
+    """Write uint8 (H, W, C) as a PNG file (`png_bytes`)."""
+    with open(path, "wb") as f:
+        f.write(png_bytes(image))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from .checkpoint import (
 )
 from .config import RunConfig
 from .data import ImageDataset, load_dataset, scale
+from .device import resolve_device
 from .generate import image_grid, save_png, to_uint8
 from .losses import d_loss, g_loss
 from .nets import build_discriminator, build_generator
@@ -77,12 +79,6 @@ class TrainResult:
     step: int
     stopped: bool
     checkpoint: Path | None
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def seed_everything(seed: int) -> None:
@@ -399,7 +395,7 @@ class Trainer:
         pending, self._pending = self._pending, []
         for (step, _, lr), row in zip(pending, values.tolist(), strict=True):
             metrics = dict(zip(LOSS_NAMES, row, strict=True))
-            if not all(map(_finite, row)):
+            if not all(map(math.isfinite, row)):
                 raise DivergedError(step, metrics)
             metrics["lr"] = lr
             metrics["steps_per_s"] = rate
@@ -452,9 +448,6 @@ class Trainer:
             "ema_G": self.ema_G.state_dict() if self.ema_G is not None else None,
             "optG": self.optG.state_dict(),
             "optD": self.optD.state_dict(),
-            # the LR is a function of the step: linear decay to 0 over `steps` (or constant)
-            "schedG": {"kind": self.cfg.train.lr_decay, "base_lr": self.cfg.train.lr_g},
-            "schedD": {"kind": self.cfg.train.lr_decay, "base_lr": self.cfg.train.lr_d},
             "rng_cpu": torch.get_rng_state(),
             "rng_python": list(random.getstate()[1]),
             "rng_python_version": random.getstate()[0],
@@ -464,6 +457,8 @@ class Trainer:
         return state
 
     def load_state(self, state: dict[str, Any]) -> None:
+        # the LR is not read back: it is a function of the step and the config (older
+        # checkpoints also hold "schedG"/"schedD" entries saying so; they are ignored)
         self.netG.load_state_dict(state["netG"])
         self.netD.load_state_dict(state["netD"])
         if self.ema_G is not None and state.get("ema_G") is not None:
@@ -504,7 +499,3 @@ def _every(step: int, period: int) -> bool:
 def _full(x: torch.Tensor) -> torch.Tensor:
     """Losses in at least fp32: bf16 autocast outputs are upcast, fp64 stays fp64."""
     return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
-
-
-def _finite(v: float) -> bool:
-    return v == v and v not in (float("inf"), float("-inf"))

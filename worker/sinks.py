@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import delete
 from sqlalchemy.exc import SQLAlchemyError
@@ -31,6 +31,7 @@ from models import TrainerSinks
 from worker import shutdown
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 Write = Callable[[Session], None]
 
@@ -187,29 +188,29 @@ class DatabaseSinks(TrainerSinks):
             return self._flush(final)
 
     def _flush(self, final: bool) -> bool:
-        deadline = self.clock() + self.settings.lease_timeout_s
-        delay = 0.5
-        while True:
-            try:
-                self._write_once()
-                return True
-            except LeaseLost as e:
-                self.lease_lost(e)
-                raise
-            except SQLAlchemyError as e:
-                log.warning(
-                    "job %s: database unavailable, keeping %d points buffered: %s",
-                    self.lease.job_id,
-                    len(self._points),
-                    _first_line(e),
+        try:
+            if final:
+                what = f"job {self.lease.job_id}: writing {len(self._points)} buffered points"
+                retry_while_db_down(
+                    self._write_once, self.settings.lease_timeout_s, what, self.clock
                 )
-                if not final:
-                    self._last_flush = self.clock()  # try again after the next period
-                    return False
-                if self.clock() > deadline:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+            else:
+                self._write_once()
+            return True
+        except LeaseLost as e:
+            self.lease_lost(e)
+            raise
+        except SQLAlchemyError as e:
+            if final:
+                raise
+            log.warning(
+                "job %s: database unavailable, keeping %d points buffered: %s",
+                self.lease.job_id,
+                len(self._points),
+                _first_line(e),
+            )
+            self._last_flush = self.clock()  # try again after the next period
+            return False
 
     def _write_once(self) -> None:
         points = list(self._points)
@@ -271,6 +272,31 @@ class DatabaseSinks(TrainerSinks):
 
 def _first_line(error: BaseException) -> str:
     return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+def retry_while_db_down(
+    write: Callable[[], T],
+    timeout_s: float,
+    what: str,
+    clock: Callable[[], float] = time.monotonic,
+) -> T:
+    """Call `write` until the database answers: a failure (SQLAlchemyError) is tried again
+    after 0.5 s, doubling up to 5 s, until `timeout_s` has passed, and then raised. Workers
+    wait up to the lease timeout: past it the reaper re-queues the job, and its next run
+    continues from the last checkpoint."""
+    deadline = clock() + timeout_s
+    delay = 0.5
+    while True:
+        try:
+            return write()
+        except SQLAlchemyError as e:
+            if clock() > deadline:
+                raise
+            log.warning(
+                "%s: database unavailable, again in %.1f s: %s", what, delay, _first_line(e)
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 class Heartbeat:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import errno
 import logging
-import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.core import leases
 from app.core.config import Settings, get_settings
 from app.core.db import session_factory
-from app.core.leases import Lease, LeaseLost, worker_name
+from app.core.leases import Lease, LeaseLost
 from app.core.status import JobStatus
 from app.core.tables import Checkpoint, Dataset, Job, Metric, SampleGrid, utcnow
 from models import (
@@ -36,10 +36,10 @@ from models import (
     Trainer,
     list_checkpoints,
     load_dataset,
-    verify_checkpoint,
+    newest_verified,
 )
 from worker import shutdown
-from worker.sinks import DatabaseSinks, Heartbeat
+from worker.sinks import DatabaseSinks, Heartbeat, retry_while_db_down
 
 log = logging.getLogger(__name__)
 
@@ -51,25 +51,6 @@ _DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 class StoredDataset:
     path: Path
     format: str
-
-
-def claim_job(job_id: str, settings: Settings | None = None) -> Lease | None:
-    """Take the job's lease; None when it is not ours to run (a duplicate delivery, or a job
-    canceled or finished meanwhile)."""
-    settings = settings or get_settings()
-    with session_factory()() as session:
-        lease = leases.claim(session, job_id, worker_name(), settings.lease_timeout_s)
-    if lease is not None:
-        log.info("job %s: claimed (lease %d) by %s", job_id, lease.token, lease.owner)
-    return lease
-
-
-def run_job(job_id: str, settings: Settings | None = None) -> None:
-    """Claim job `job_id` and train it to the end (or until canceled)."""
-    settings = settings or get_settings()
-    lease = claim_job(job_id, settings)
-    if lease is not None:
-        run_claimed(lease, settings)
 
 
 def run_claimed(lease: Lease, settings: Settings | None = None) -> None:
@@ -126,16 +107,7 @@ def _run_claimed(lease: Lease, settings: Settings) -> None:
         _finish(sessions, lease, settings, JobStatus.FAILED, code, str(e))
     except OSError as e:
         if e.errno not in _DISK_FULL:
-            log.exception("job %s failed", job_id)
-            _best_effort_flush(sinks)
-            _finish(
-                sessions,
-                lease,
-                settings,
-                JobStatus.FAILED,
-                "internal_error",
-                f"{type(e).__name__}: {e}",
-            )
+            _internal_error(sessions, lease, settings, sinks, e)
             return
         # the atomic writes removed their temp file; the checkpoints written before are intact
         log.error("job %s: out of disk space: %s", job_id, e)
@@ -146,16 +118,21 @@ def _run_claimed(lease: Lease, settings: Settings) -> None:
         )
         _finish(sessions, lease, settings, JobStatus.FAILED, "disk_full", message)
     except Exception as e:
-        log.exception("job %s failed", job_id)
-        _best_effort_flush(sinks)
-        _finish(
-            sessions,
-            lease,
-            settings,
-            JobStatus.FAILED,
-            "internal_error",
-            f"{type(e).__name__}: {e}",
-        )
+        _internal_error(sessions, lease, settings, sinks, e)
+
+
+def _internal_error(
+    sessions: sessionmaker[Session],
+    lease: Lease,
+    settings: Settings,
+    sinks: DatabaseSinks,
+    error: Exception,
+) -> None:
+    """A failure the job's spec did not cause: logged with its traceback, and recorded."""
+    log.exception("job %s failed", lease.job_id)
+    _best_effort_flush(sinks)
+    message = f"{type(error).__name__}: {error}"
+    _finish(sessions, lease, settings, JobStatus.FAILED, "internal_error", message)
 
 
 def _hand_back(sessions: sessionmaker[Session], lease: Lease, step: int) -> None:
@@ -220,25 +197,30 @@ def choose_resume_point(
         }
         stored_up_to = session.scalar(select(func.max(Metric.step)).where(Metric.job_id == job_id))
     on_disk = dict(list_checkpoints(settings.job_dir(job_id) / "checkpoints"))
-    chosen: tuple[int, Path] | None = None
+
+    def candidates() -> Iterator[tuple[int, Path, str | None]]:
+        for step in sorted(set(rows) | set(on_disk), reverse=True):
+            row = rows.get(step)
+            if row is None and (stored_up_to or 0) < step:
+                # written, but the worker died before recording it with the metric points up
+                # to its step: resuming there would leave those steps without points
+                log.info(
+                    "job %s: checkpoint %d was never recorded; not resuming from it", job_id, step
+                )
+                continue
+            if row is None:
+                yield step, on_disk[step], None  # its sidecar's sha256
+            else:
+                yield step, settings.data_dir / row.path, row.sha256
+
     bad: list[int] = []
-    for step in sorted(set(rows) | set(on_disk), reverse=True):
-        row = rows.get(step)
-        if row is None and (stored_up_to or 0) < step:
-            # written, but the worker died before recording it with the metric points up to
-            # its step: resuming there would leave those steps without points
-            log.info("job %s: checkpoint %d was never recorded; not resuming from it", job_id, step)
-            continue
-        path = settings.data_dir / row.path if row is not None else on_disk[step]
-        try:
-            verify_checkpoint(path, row.sha256 if row is not None else None)
-        except CheckpointError as e:
-            log.warning("job %s: skipping checkpoint %d: %s", job_id, step, e)
-            bad.append(step)
-            _set_aside(path)
-            continue
-        chosen = (step, path)
-        break
+
+    def set_aside(step: int, path: Path, error: CheckpointError) -> None:
+        log.warning("job %s: skipping checkpoint %d: %s", job_id, step, error)
+        bad.append(step)
+        _set_aside(path)
+
+    chosen = newest_verified(candidates(), on_bad=set_aside)
     resume_step = chosen[0] if chosen else 0
 
     def reconcile(session: Session) -> None:
@@ -295,17 +277,14 @@ def _finish(
 ) -> None:
     """Record the outcome, retrying while the database is down (up to the lease timeout: past
     it the reaper re-queues the job and a worker finds its final checkpoint)."""
-    deadline = time.monotonic() + settings.lease_timeout_s
-    delay = 0.5
-    while True:
-        try:
-            with sessions() as session:
-                if not leases.finish(session, lease, status, code, message):
-                    log.warning("job %s: lease lost before recording %s", lease.job_id, status)
-                return
-        except SQLAlchemyError as e:
-            if time.monotonic() > deadline:
-                log.error("job %s: could not record %s: %s", lease.job_id, status, e)
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+
+    def record() -> None:
+        with sessions() as session:
+            if not leases.finish(session, lease, status, code, message):
+                log.warning("job %s: lease lost before recording %s", lease.job_id, status)
+
+    try:
+        retry_while_db_down(record, settings.lease_timeout_s, f"job {lease.job_id}: {status}")
+    except SQLAlchemyError as e:
+        log.error("job %s: could not record %s: %s", lease.job_id, status, e)
+        raise

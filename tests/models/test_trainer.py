@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from models import DivergedError, Trainer, TrainerSinks, list_checkpoints, load_checkpoint
+from models.checkpoint import save_checkpoint
 
 from .conftest import tiny_config
 
@@ -116,6 +117,7 @@ def test_resume_from_checkpoint_matches_an_uninterrupted_run(tmp_path, arch, ema
     assert result.step == 20 and sorted(second.metrics) == list(range(8, 21))
     _assert_same_state(full, resumed)
     if ema is not None:
+        assert full.ema_G is not None and resumed.ema_G is not None
         for k, v in full.ema_G.state_dict().items():
             assert torch.equal(v, resumed.ema_G.state_dict()[k])
 
@@ -131,13 +133,33 @@ def test_checkpoint_holds_everything_needed_to_continue(tmp_path):
         "ema_G",
         "optG",
         "optD",
-        "schedG",
-        "schedD",
         "rng_cpu",
         "rng_python",
     ):
         assert state[key] is not None, key
     assert state["config"]["model"]["arch"] == "cnn32" and state["step"] == 20
+
+
+def test_a_checkpoint_with_the_old_scheduler_entries_resumes_the_same(tmp_path):
+    # checkpoints written before the LR became a function of the step alone hold
+    # "schedG"/"schedD"; they are ignored, and resuming gives the numbers a new one gives
+    cfg = tiny_config(train={"steps": 6}, checkpoint_every=3)
+    Trainer(cfg, tmp_path / "run", device="cpu").fit()
+    new = tmp_path / "run" / "checkpoints" / "step_00000003.pt"
+    state = load_checkpoint(new)
+    assert "schedG" not in state and "schedD" not in state
+    state["schedG"] = {"kind": "linear", "base_lr": cfg.train.lr_g}
+    state["schedD"] = {"kind": "linear", "base_lr": cfg.train.lr_d}
+    old = tmp_path / "old" / "step_00000003.pt"
+    save_checkpoint(state, old)
+
+    from_new, from_old = Recorder(), Recorder()
+    Trainer(cfg, tmp_path / "a", sinks=from_new, device="cpu").fit(resume_from=new)
+    Trainer(cfg, tmp_path / "b", sinks=from_old, device="cpu").fit(resume_from=old)
+    assert sorted(from_old.metrics) == [4, 5, 6]
+    for step in (4, 5, 6):
+        for name in ("loss_d", "loss_g", "lr"):
+            assert from_old.metrics[step][name] == from_new.metrics[step][name], (step, name)
 
 
 def test_keeps_the_last_k_checkpoints_plus_pinned_ones(tmp_path):
@@ -149,7 +171,7 @@ def test_keeps_the_last_k_checkpoints_plus_pinned_ones(tmp_path):
     assert sorted(rec.removed) == [2, 6, 8, 10, 12, 14, 16]
 
 
-def test_nan_losses_raise_diverged_and_keep_the_last_good_checkpoint(tmp_path):
+def test_nan_losses_raise_diverged_and_keep_the_last_good_checkpoint(tmp_path, monkeypatch):
     cfg = tiny_config(train={"steps": 12})
     trainer = Trainer(cfg, tmp_path, device="cpu")
     real_step = trainer.train_step
@@ -160,7 +182,7 @@ def test_nan_losses_raise_diverged_and_keep_the_last_good_checkpoint(tmp_path):
             out = out * float("nan")
         return out
 
-    trainer.train_step = poisoned
+    monkeypatch.setattr(trainer, "train_step", poisoned)
     with pytest.raises(DivergedError) as err:
         trainer.fit()
     assert err.value.step == 8

@@ -88,10 +88,6 @@ class GeneratorCache:
                     self._items.popitem(last=False)
             return item
 
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
 
 @dataclass(frozen=True)
 class Generated:
@@ -363,12 +359,10 @@ def encoder_pool() -> ThreadPoolExecutor:
 
 
 def resolve_device() -> str:
-    device = get_settings().generation_device
-    if device != "auto":
-        return device
-    import torch
+    """The device of SNGAN_GENERATION_DEVICE (``auto``: CUDA when there is a GPU)."""
+    from models.device import resolve_device as resolve
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(resolve(get_settings().generation_device))
 
 
 def submit(
@@ -408,17 +402,9 @@ def generate(
     return submit(checkpoint, sha256, n, seed, labels, ema).result().images
 
 
-def png_bytes(image: np.ndarray) -> bytes:
-    """uint8 (H, W, C) -> PNG bytes, the same bytes for the same array."""
-    from PIL import Image
-
-    arr = image[:, :, 0] if image.shape[2] == 1 else image
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG", compress_level=6, optimize=False)
-    return buf.getvalue()
-
-
 def encode(images: np.ndarray, fmt: SampleFormat) -> bytes:
+    from models.generate import image_grid, png_bytes
+
     if fmt == "npy":
         buf = io.BytesIO()
         np.save(buf, np.ascontiguousarray(images), allow_pickle=False)
@@ -434,6 +420,4 @@ def encode(images: np.ndarray, fmt: SampleFormat) -> bytes:
                 entry.external_attr = 0o644 << 16
                 zf.writestr(entry, png_bytes(image))
         return buf.getvalue()
-    from models import image_grid
-
     return png_bytes(image_grid(images))

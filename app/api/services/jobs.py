@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import shutil
-import threading
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +28,7 @@ from app.core.config import Settings, get_settings
 from app.core.queue import enqueue_training
 from app.core.status import ACTIVE_STATUSES, FINISHED_STATUSES, RESUMABLE_STATUSES, JobStatus
 from app.core.tables import Checkpoint, Dataset, Job, Metric, SampleGrid, utcnow
+from models.checkpoint import CheckpointError, newest_verified, verify_checkpoint_cached
 from models.sources import BUILTIN_LAYOUTS, builtin_candidates, find_builtin
 
 log = logging.getLogger(__name__)
@@ -324,17 +324,17 @@ def checkpoint(session: Session, job_id: str, step: str) -> Checkpoint:
         ).all()
         if not rows:
             raise ApiError(409, "no_checkpoint", f"job {job_id} has no checkpoint yet")
+
         # A truncated or corrupted newest file (a crash mid-copy, a bad disk) falls back to
         # the newest one whose sha256 still matches its row.
-        for candidate in rows:
-            if checkpoint_intact(data_path(candidate.path), candidate.sha256):
-                return candidate
-            log.error(
-                "job %s: checkpoint %d fails its sha256; trying an older one",
-                job_id,
-                candidate.step,
-            )
-        return rows[0]  # none verifies: the caller reports the newest as unusable
+        def fails(step: int, path: Path, error: CheckpointError) -> None:
+            log.error("job %s: checkpoint %d fails its sha256; trying an older one", job_id, step)
+
+        candidates = ((row.step, data_path(row.path), row.sha256) for row in rows)
+        found = newest_verified(candidates, verify_checkpoint_cached, fails)
+        if found is None:
+            return rows[0]  # none verifies: the caller reports the newest as unusable
+        return next(row for row in rows if row.step == found[0])
     try:
         number = int(step)
     except ValueError:
@@ -343,38 +343,6 @@ def checkpoint(session: Session, job_id: str, step: str) -> Checkpoint:
     if row is None:
         raise not_found("checkpoint", f"{number} of job {job_id}")
     return row
-
-
-_VERIFIED_MAX = 256
-_verified: dict[tuple[str, int, int, str], bool] = {}
-_verified_lock = threading.Lock()
-
-
-def checkpoint_intact(path: Path, sha256: str) -> bool:
-    """Whether the file's sha256 is `sha256`; remembered per (path, size, mtime), so a
-    checkpoint is hashed once, not on every request."""
-    try:
-        st = path.stat()
-    except OSError:
-        return False
-    key = (str(path), st.st_size, st.st_mtime_ns, sha256)
-    with _verified_lock:
-        known = _verified.get(key)
-    if known is not None:
-        return known
-    digest = hashlib.sha256()
-    try:
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    except OSError:
-        return False
-    ok = digest.hexdigest() == sha256
-    with _verified_lock:
-        if len(_verified) >= _VERIFIED_MAX:
-            _verified.clear()
-        _verified[key] = ok
-    return ok
 
 
 def training_samples(session: Session, job_id: str) -> list[SampleGrid]:
