@@ -9,7 +9,7 @@ import httpx
 
 from app.cli.client import Api, error_message
 from app.cli.console import err, fail, out
-from app.core.status import FINISHED_STATUSES
+from app.core.status import FINISHED_STATUSES, JobStatus
 
 
 def fmt_eta(seconds: float | None) -> str:
@@ -64,7 +64,7 @@ def _get_job_retrying(api: Api, job_id: str, patience_s: float = 30.0) -> dict[s
 
 def _final(job: dict[str, Any]) -> int:
     step = (job.get("progress") or {}).get("step")
-    if job["status"] == "succeeded":
+    if job["status"] == JobStatus.SUCCEEDED:
         err.print(f"job {job['id']} succeeded at step {step}")
         return 0
     error = job.get("error") or {}
