@@ -28,7 +28,8 @@ def option(
 ) -> Any:
     """A config field with its help text, which the API schema's docs and the CLI's flags
     reuse. `request=False` marks a field a job request does not set (read from the data, or
-    the service's choice); `flag` names the CLI flag when it is not the field's name."""
+    the service's choice); `flag` names the CLI flag when it is not the field's name
+    (``a/b``: a boolean's on and off flags)."""
     metadata = {"doc": doc, "request": request, "flag": flag}
     if factory is not MISSING:
         return field(default_factory=factory, metadata=metadata)
@@ -58,7 +59,9 @@ class ModelConfig:
         None, doc="Discriminator base width; unset = the paper's for the arch."
     )
     conditional: bool = option(
-        False, doc="Class-conditional G and projection D; needs a labelled dataset."
+        False,
+        doc="Class-conditional G and projection D; needs a labelled dataset.",
+        flag="conditional/unconditional",
     )
     channels: int = option(3, doc="Image channels, 1 or 3 (from the dataset).", request=False)
     num_classes: int = option(

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from app.cli.client import DEFAULT_URL, Api, JsonOpt, KeyOpt, UrlOpt, id_column, when
 from app.cli.console import err, fail, out, print_json
+from app.cli.spec_flags import with_spec_flags
 from app.cli.watch import watch_job
 
 jobs_app = typer.Typer(help="Submit, list, watch and cancel training jobs.", no_args_is_help=True)
@@ -40,6 +41,7 @@ def _set(body: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 @jobs_app.command("submit")
+@with_spec_flags
 def jobs_submit(
     file: Annotated[
         Path | None,
@@ -50,28 +52,6 @@ def jobs_submit(
         str | None, typer.Option(help="Built-in dataset: cifar10, stl10 or synthetic.")
     ] = None,
     name: Annotated[str | None, typer.Option(help="Job name.")] = None,
-    arch: Annotated[str | None, typer.Option(help="cnn32, resnet32, cnn48 or resnet48.")] = None,
-    z_dim: Annotated[int | None, typer.Option(help="Noise dimension.")] = None,
-    g_ch: Annotated[int | None, typer.Option(help="Generator base width.")] = None,
-    d_ch: Annotated[int | None, typer.Option(help="Discriminator base width.")] = None,
-    conditional: Annotated[
-        bool | None,
-        typer.Option("--conditional/--unconditional", help="Use the dataset's labels."),
-    ] = None,
-    steps: Annotated[int | None, typer.Option(help="Generator updates.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Batch size.")] = None,
-    n_dis: Annotated[int | None, typer.Option(help="D updates per G update.")] = None,
-    loss: Annotated[str | None, typer.Option(help="hinge or ns.")] = None,
-    lr_g: Annotated[float | None, typer.Option(help="Generator learning rate.")] = None,
-    lr_d: Annotated[float | None, typer.Option(help="Discriminator learning rate.")] = None,
-    lr_decay: Annotated[str | None, typer.Option(help="linear or none.")] = None,
-    ema_decay: Annotated[float | None, typer.Option(help="EMA of G's weights.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
-    precision: Annotated[str | None, typer.Option(help="auto, fp32 or bf16.")] = None,
-    eval_every: Annotated[int | None, typer.Option(help="Steps between IS/FID; 0=off.")] = None,
-    eval_samples: Annotated[int | None, typer.Option(help="Images per evaluation.")] = None,
-    checkpoint_every: Annotated[int | None, typer.Option(help="Steps between checkpoints.")] = None,
-    sample_every: Annotated[int | None, typer.Option(help="Steps between sample grids.")] = None,
     idempotency_key: Annotated[
         str | None, typer.Option(help="Same key and body return the same job.")
     ] = None,
@@ -79,6 +59,7 @@ def jobs_submit(
     url: UrlOpt = DEFAULT_URL,
     key: KeyOpt = None,
     as_json: JsonOpt = False,
+    spec: dict[str, Any] | None = None,  # the job spec's flags (spec_flags), by dotted path
 ) -> None:
     """Submit a training job from flags and/or a job file (flags win)."""
     body: dict[str, Any] = _load_job_file(file) if file else {}
@@ -90,28 +71,7 @@ def jobs_submit(
         body["dataset"] = {"source": source}
     if "dataset" not in body:
         fail("no dataset: give --dataset ID, --source cifar10|stl10|synthetic, or --file")
-    for dotted, value in (
-        ("name", name),
-        ("model.arch", arch),
-        ("model.z_dim", z_dim),
-        ("model.g_ch", g_ch),
-        ("model.d_ch", d_ch),
-        ("model.conditional", conditional),
-        ("train.steps", steps),
-        ("train.batch_size", batch_size),
-        ("train.n_dis", n_dis),
-        ("train.loss", loss),
-        ("train.lr_g", lr_g),
-        ("train.lr_d", lr_d),
-        ("train.lr_decay", lr_decay),
-        ("train.ema_decay", ema_decay),
-        ("train.seed", seed),
-        ("train.precision", precision),
-        ("eval.every", eval_every),
-        ("eval.num_samples", eval_samples),
-        ("checkpoint_every", checkpoint_every),
-        ("sample_every", sample_every),
-    ):
+    for dotted, value in {"name": name, **(spec or {})}.items():
         _set(body, dotted, value)
 
     api = Api(url, key)
