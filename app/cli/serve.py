@@ -15,15 +15,17 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from app.cli.console import err
 from app.core.config import Settings, get_settings
+
+if TYPE_CHECKING:
+    from uvicorn.supervisors.multiprocess import Multiprocess
 
 CELERY_APP = "worker.celery_app:celery"
 
@@ -153,14 +155,13 @@ def serve(
         err.print(f"started worker (pid {child.proc.pid}) on queue '{TRAIN_QUEUE}'")
 
     stop_signal: list[int] = []
+    worker_died: list[int] = []
 
-    class ApiServer(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            # Pass the stop on to the worker at once, so both wind down together.
-            stop_signal.append(sig)
-            if child is not None:
-                child.terminate()
-            super().handle_exit(sig, frame)
+    def on_stop_signal(sig: int) -> None:
+        # Pass the stop on to the worker at once, so both wind down together.
+        stop_signal.append(sig)
+        if child is not None:
+            child.terminate()
 
     config = uvicorn.Config(
         "app.main:create_app",
@@ -171,20 +172,31 @@ def serve(
         timeout_graceful_shutdown=5,
         workers=workers,
     )
-    server = ApiServer(config)
-    worker_died: list[int] = []
-    supervisor = None
+    server: uvicorn.Server | None = None
+    supervisor: Multiprocess | None = None
     if workers > 1:
         from uvicorn.supervisors.multiprocess import Multiprocess
 
         supervisor = Multiprocess(config, sockets=[config.bind_socket()])
         err.print(f"{workers} API processes")
+    else:
+
+        class ApiServer(uvicorn.Server):
+            def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+                on_stop_signal(sig)
+                super().handle_exit(sig, frame)
+
+        server = ApiServer(config)
 
     def stop_api() -> None:
         if supervisor is not None:
             supervisor.should_exit.set()
-        else:
+        elif server is not None:
             server.should_exit = True
+
+    def stop_all(sig: int, frame: FrameType | None) -> None:
+        on_stop_signal(sig)
+        stop_api()
 
     def watch_worker() -> None:
         assert child is not None
@@ -205,12 +217,14 @@ def serve(
     api_failed = False
     try:
         if supervisor is not None:
-            for sig in (signal.SIGINT, signal.SIGTERM):  # as ApiServer.handle_exit does
-                signal.signal(sig, lambda s, f: _stop_all(s, stop_signal, child, stop_api))
+            # Replaces the handlers the supervisor set when it was built (they stop only the
+            # API), as ApiServer.handle_exit extends uvicorn's.
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, stop_all)
             supervisor.run()
             # it also returns when an API process could not start
             api_failed = not stop_signal and not worker_died
-        else:
+        elif server is not None:
             server.run()
     except SystemExit as exc:  # uvicorn exits 1 when it cannot bind
         api_failed = exc.code not in (0, None)
@@ -220,7 +234,7 @@ def serve(
             err.print(f"worker stopped (status {code})")
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if api_failed or worker_died or (supervisor is None and not server.started):
+    if api_failed or worker_died or (server is not None and not server.started):
         raise typer.Exit(1)
     err.print("stopped")
 
@@ -235,15 +249,6 @@ def _prepare_api_processes(settings: Settings, workers: int) -> None:
     shutil.rmtree(metrics_dir, ignore_errors=True)  # the counts of an earlier run
     metrics_dir.mkdir(parents=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-
-
-def _stop_all(
-    sig: int, stop_signal: list[int], child: _WorkerChild | None, stop_api: Callable[[], None]
-) -> None:
-    stop_signal.append(sig)
-    if child is not None:
-        child.terminate()
-    stop_api()
 
 
 def worker(
