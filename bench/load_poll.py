@@ -1,7 +1,7 @@
 """Many clients polling a training job: API latency, errors, and what it costs the trainer.
 
-Starts uvicorn (one process) and one Celery worker on loopback against PostgreSQL and Redis
-(a fresh database and Redis key prefix, removed at the end), submits a small training job,
+Starts `sngan serve` (one API process) and one `sngan worker` on loopback against PostgreSQL
+and Redis (a fresh database and Redis key prefix, removed at the end), submits a small training job,
 measures its steps/s unloaded, then runs N async pollers (httpx) for D seconds, each with its
 own API key of the job's owner, each alternating ``GET /v1/jobs/{id}`` and
 ``GET /v1/jobs/{id}/metrics?names=loss_d,loss_g&after_step=...`` every ``--interval`` seconds
@@ -18,41 +18,21 @@ import argparse
 import asyncio
 import os
 import platform
-import secrets
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            args, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-
-def wait_until(probe: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not probe():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(0.2)
+from bench.stack import running, scratch_services, service_env, wait_until  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -138,143 +118,87 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    import redis
-    from sqlalchemy.engine import make_url
+    from app.core.db import session_factory
 
-    from app.core.db import migrate, session_factory
-    from tests.utils import admin_connect
-
-    admin_url = make_url(args.postgres)
-    db_name = f"sngan_bench_{secrets.token_hex(4)}"
-    prefix = f"sngan-bench-{secrets.token_hex(4)}:"
-
-    with admin_connect(args.postgres) as conn:
-        conn.execute(f'CREATE DATABASE "{db_name}"')
-    database_url = admin_url.set(database=db_name).render_as_string(hide_password=False)
     workdir = Path(tempfile.mkdtemp(prefix="sngan-bench-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SNGAN_")}
-    env.update(
-        SNGAN_DATA_DIR=str(workdir / "data"),
-        SNGAN_DATABASE_URL=database_url,
-        SNGAN_BROKER_URL=args.redis,
-        SNGAN_BROKER_KEY_PREFIX=prefix,
-        SNGAN_MIGRATE_ON_STARTUP="false",
-        SNGAN_TRAIN_DEVICE="cpu",
-        SNGAN_LOG_LEVEL="WARNING",
-        PYTHONPATH=str(REPO),
-        OMP_NUM_THREADS="1",  # the trainer takes one core, leaving the other to the API
+    with scratch_services(args.postgres, args.redis) as services:
+        env = service_env(
+            workdir / "data",
+            SNGAN_TRAIN_DEVICE="cpu",
+            SNGAN_LOG_LEVEL="WARNING",
+            OMP_NUM_THREADS="1",  # the trainer takes one core, leaving the other to the API
+            **services,
+        )
+        with running(env, workdir) as service:
+            base_url = service.serve()
+            service.worker()
+            report(args, base_url, session_factory(services["SNGAN_DATABASE_URL"]))
+
+
+def report(args: argparse.Namespace, base_url: str, sessions: sessionmaker[Session]) -> None:
+    """Train a job, poll it from `args.pollers` clients, and print the table."""
+    from app.core.security import create_api_key
+
+    owner = "bench"
+    with sessions() as session:
+        keys = [create_api_key(session, owner) for _ in range(args.pollers + 1)]
+    with httpx.Client(
+        base_url=base_url, headers={"Authorization": f"Bearer {keys[-1]}"}, timeout=30
+    ) as client:
+        body = {
+            "name": "load-poll",
+            "dataset": {"source": "synthetic", "num_images": 2048},
+            "model": {"arch": "cnn32", "g_ch": 16, "d_ch": 16, "z_dim": 64},
+            "train": {"steps": args.steps, "batch_size": 16, "n_dis": 1},
+            "checkpoint_every": 10_000,
+            "sample_every": 10_000,
+        }
+        job = client.post("/v1/jobs", json=body)
+        job.raise_for_status()
+        job_id = job.json()["id"]
+        wait_until(lambda: job_step(client, job_id)[0] >= 20, 180, "the job to train")
+        load_before = os.getloadavg()[0]
+        unloaded = measure_rate(client, job_id, args.unloaded)
+
+        s0, _ = job_step(client, job_id)
+        t0 = time.monotonic()
+        latencies, errors, requests = asyncio.run(
+            poll(base_url, keys[: args.pollers], job_id, args.duration, args.interval)
+        )
+        elapsed = time.monotonic() - t0
+        load_after = os.getloadavg()[0]
+        # an overloaded API still works through the requests queued before the pollers
+        # stopped: wait for it (counted in the loaded window, as it is still busy)
+        with httpx.Client(base_url=base_url, headers=client.headers, timeout=300) as patient:
+            s1, status = job_step(patient, job_id)
+        loaded = (s1 - s0) / (time.monotonic() - t0)
+        client.post(f"/v1/jobs/{job_id}/cancel")
+
+    cpu = f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()})"
+    print(
+        f"load_poll: {args.pollers} pollers x {args.duration:.0f} s, interval "
+        f"{args.interval} s, one uvicorn process + one worker (torch 1 thread), {cpu}"
     )
-    procs: list[subprocess.Popen[bytes]] = []
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        migrate(database_url)
-        procs.append(
-            start(
-                [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory"]
-                + ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-                + ["--no-access-log"],
-                env,
-                workdir / "api.log",
-            )
-        )
-        procs.append(
-            start(
-                [sys.executable, "-m", "celery", "-A", "worker.celery_app:celery", "worker"]
-                + ["-Q", "gpu", "--concurrency", "1", "--loglevel", "WARNING"]
-                + ["--without-gossip", "--without-mingle", "--without-heartbeat"],
-                env,
-                workdir / "worker.log",
-            )
-        )
-
-        def up() -> bool:
-            try:
-                return httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(up, 60, "the API")
-        from app.api.deps import create_api_key
-
-        owner = "bench"
-        with session_factory(database_url)() as session:
-            keys = [create_api_key(session, owner) for _ in range(args.pollers + 1)]
-        with httpx.Client(
-            base_url=base_url, headers={"Authorization": f"Bearer {keys[-1]}"}, timeout=30
-        ) as client:
-            body = {
-                "name": "load-poll",
-                "dataset": {"source": "synthetic", "num_images": 2048},
-                "model": {"arch": "cnn32", "g_ch": 16, "d_ch": 16, "z_dim": 64},
-                "train": {"steps": args.steps, "batch_size": 16, "n_dis": 1},
-                "checkpoint_every": 10_000,
-                "sample_every": 10_000,
-            }
-            job = client.post("/v1/jobs", json=body)
-            job.raise_for_status()
-            job_id = job.json()["id"]
-            wait_until(lambda: job_step(client, job_id)[0] >= 20, 180, "the job to train")
-            load_before = os.getloadavg()[0]
-            unloaded = measure_rate(client, job_id, args.unloaded)
-
-            s0, _ = job_step(client, job_id)
-            t0 = time.monotonic()
-            latencies, errors, requests = asyncio.run(
-                poll(base_url, keys[: args.pollers], job_id, args.duration, args.interval)
-            )
-            elapsed = time.monotonic() - t0
-            load_after = os.getloadavg()[0]
-            # an overloaded API still works through the requests queued before the pollers
-            # stopped: wait for it (counted in the loaded window, as it is still busy)
-            with httpx.Client(base_url=base_url, headers=client.headers, timeout=300) as patient:
-                s1, status = job_step(patient, job_id)
-            loaded = (s1 - s0) / (time.monotonic() - t0)
-            client.post(f"/v1/jobs/{job_id}/cancel")
-
-        cpu = f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()})"
-        print(
-            f"load_poll: {args.pollers} pollers x {args.duration:.0f} s, interval "
-            f"{args.interval} s, one uvicorn process + one worker (torch 1 thread), {cpu}"
-        )
-        print()
-        print(
-            "| pollers | requests | req/s | errors | p50 ms | p99 ms | steps/s alone "
-            "| steps/s under load | ratio |"
-        )
-        print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-        print(
-            f"| {args.pollers} | {requests} | {requests / elapsed:.0f} | {sum(errors.values())} "
-            f"| {percentile(latencies, 0.5) * 1000:.1f} | {percentile(latencies, 0.99) * 1000:.1f} "
-            f"| {unloaded:.2f} | {loaded:.2f} | {loaded / unloaded:.2f} |"
-        )
-        print()
-        print(
-            f"1-minute load average of the machine: {load_before:.1f} before, "
-            f"{load_after:.1f} at the end of the load (other processes than these count too)"
-        )
-        if errors:
-            print(f"errors by kind: {errors}")
-        if status != "running":
-            print(f"note: the job was {status} at the end of the load phase")
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-        from app.core.db import get_engine
-
-        get_engine(database_url).dispose()
-        with admin_connect(args.postgres) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-        r = redis.Redis.from_url(args.redis)
-        stale = list(r.scan_iter(match=prefix + "*"))
-        if stale:
-            r.delete(*stale)
+    print()
+    print(
+        "| pollers | requests | req/s | errors | p50 ms | p99 ms | steps/s alone "
+        "| steps/s under load | ratio |"
+    )
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(
+        f"| {args.pollers} | {requests} | {requests / elapsed:.0f} | {sum(errors.values())} "
+        f"| {percentile(latencies, 0.5) * 1000:.1f} | {percentile(latencies, 0.99) * 1000:.1f} "
+        f"| {unloaded:.2f} | {loaded:.2f} | {loaded / unloaded:.2f} |"
+    )
+    print()
+    print(
+        f"1-minute load average of the machine: {load_before:.1f} before, "
+        f"{load_after:.1f} at the end of the load (other processes than these count too)"
+    )
+    if errors:
+        print(f"errors by kind: {errors}")
+    if status != "running":
+        print(f"note: the job was {status} at the end of the load phase")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """Sample-serving throughput: concurrent single-image requests with batching on and off.
 
 Trains a generator for a few steps (or takes `--checkpoint`), writes it into a fresh data
-directory with a job row pointing at it (SQLite, embedded broker, auth off), starts uvicorn
-as a subprocess, and drives 1, 8 and 32 concurrent clients requesting single PNGs with
-distinct seeds (`format=png&n=1`) over HTTP for a fixed time each; then restarts uvicorn with
+directory with a job row pointing at it (SQLite, embedded broker, auth off), starts
+`sngan serve` as a subprocess (the API, and the idle worker child it runs on an embedded
+data directory), and drives 1, 8 and 32 concurrent clients requesting single PNGs with
+distinct seeds (`format=png&n=1`) over HTTP for a fixed time each; then restarts it with
 SNGAN_BATCHING=false and does the same.
 
     python bench/serve_samples.py                       # resnet32 at paper widths, CPU or GPU
@@ -36,7 +37,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.utils import ApiServer, insert_finished_job  # noqa: E402
+from bench.stack import insert_finished_job, running  # noqa: E402
 
 
 def make_checkpoint(args: argparse.Namespace, data_dir: Path, job_id: str) -> tuple[Path, str]:
@@ -70,9 +71,9 @@ def make_checkpoint(args: argparse.Namespace, data_dir: Path, job_id: str) -> tu
     device = "cpu" if args.device == "cpu" else "auto"
     result = Trainer(cfg, data_dir / "jobs" / job_id, device=device).fit()
     assert result.checkpoint is not None
-    sha = recorded_sha256(result.checkpoint)
-    assert sha is not None
-    return result.checkpoint, sha
+    recorded = recorded_sha256(result.checkpoint)
+    assert recorded is not None
+    return result.checkpoint, recorded
 
 
 def insert_job(database_url: str, data_dir: Path, job_id: str, path: Path, sha: str) -> None:
@@ -83,9 +84,9 @@ def insert_job(database_url: str, data_dir: Path, job_id: str, path: Path, sha: 
     get_engine(database_url).dispose()
 
 
-def batch_histogram(server: ApiServer) -> tuple[float, float]:
+def batch_histogram(url: str) -> tuple[float, float]:
     """(calls to the generator, images generated) so far."""
-    text = httpx.get(f"{server.url}/metrics", timeout=30).text
+    text = httpx.get(f"{url}/metrics", timeout=30).text
     values = dict(
         re.findall(r"^sngan_generation_batch_size_(count|sum) (\S+)$", text, re.MULTILINE)
     )
@@ -137,15 +138,13 @@ async def drive(
     return answered, latencies
 
 
-def measure(server: ApiServer, job_id: str, args: argparse.Namespace, batching: bool) -> list[Row]:
-    asyncio.run(drive(server.url, job_id, 2, args.warmup, seed0=10**12))  # load, warm up
+def measure(url: str, job_id: str, args: argparse.Namespace, batching: bool) -> list[Row]:
+    asyncio.run(drive(url, job_id, 2, args.warmup, seed0=10**12))  # load, warm up
     rows = []
     for clients in args.clients:
-        calls0, images0 = batch_histogram(server)
-        answered, lat = asyncio.run(
-            drive(server.url, job_id, clients, args.duration, seed0=clients)
-        )
-        calls1, images1 = batch_histogram(server)
+        calls0, images0 = batch_histogram(url)
+        answered, lat = asyncio.run(drive(url, job_id, clients, args.duration, seed0=clients))
+        calls1, images1 = batch_histogram(url)
         mean_batch = (images1 - images0) / max(calls1 - calls0, 1)
         rows.append(
             Row(
@@ -217,7 +216,7 @@ def main() -> None:
         from app.api.services.generation import default_chunk
         from app.core.config import Settings
 
-        settings = Settings(_env_file=None, data_dir=data_dir)  # type: ignore[call-arg]
+        settings = Settings.model_validate({"data_dir": data_dir})
         knobs = {
             "wait": env.get("SNGAN_BATCH_MAX_WAIT_MS", settings.batch_max_wait_ms),
             "size": env.get("SNGAN_BATCH_MAX_SIZE", settings.batch_max_size),
@@ -227,16 +226,11 @@ def main() -> None:
         }
         rows: list[Row] = []
         for batching in (True, False):
-            server = ApiServer(
-                {**env, "SNGAN_BATCHING": str(batching).lower()},
-                workdir / f"api-{batching}.log",
-                timeout=120,
-                workers=args.api_workers,
-            )
-            try:
-                rows += measure(server, job_id, args, batching)
-            finally:
-                server.stop()
+            logs = workdir / f"batching-{batching}"
+            logs.mkdir()
+            with running({**env, "SNGAN_BATCHING": str(batching).lower()}, logs) as service:
+                url = service.serve(workers=args.api_workers)
+                rows += measure(url, job_id, args, batching)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -1,7 +1,7 @@
 """Service overhead: a job through the real worker against the bare trainer, in one run.
 
-The service side is the real stack: a fresh PostgreSQL database, Redis as the broker, uvicorn
-and a Celery worker as subprocesses with the production defaults (metrics flushed to the
+The service side is the real stack: a fresh PostgreSQL database, Redis as the broker, `sngan
+serve` and `sngan worker` as subprocesses with the production defaults (metrics flushed to the
 database every second, a heartbeat every 5 s, checkpoints every 1000 steps). The job is
 submitted over HTTP. The bare side is `models.Trainer` on the same config and data in this
 process, with no sinks but one that keeps its metrics.
@@ -31,7 +31,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.utils import Stack, running_stack  # noqa: E402
+from bench.stack import Service, running, scratch_services, service_env  # noqa: E402
 
 
 def job_body(args: argparse.Namespace) -> dict[str, Any]:
@@ -88,7 +88,7 @@ def bare(args: argparse.Namespace, workdir: Path) -> tuple[float, int]:
     return rate(sinks.points, args.warmup)
 
 
-def run_job(stack: Stack, args: argparse.Namespace) -> tuple[float, int]:
+def run_job(stack: Service, args: argparse.Namespace) -> tuple[float, int]:
     """Submit the job over HTTP, poll it once a second until it ends, and read its
     `steps_per_s` points back from PostgreSQL."""
     from sqlalchemy import select
@@ -100,16 +100,19 @@ def run_job(stack: Stack, args: argparse.Namespace) -> tuple[float, int]:
         r.raise_for_status()
         job_id = r.json()["id"]
         while True:  # polled once a second, as a dashboard would
+            polled: httpx.Response | None
             try:
-                r = http.get(f"/v1/jobs/{job_id}")
+                polled = http.get(f"/v1/jobs/{job_id}")
             except httpx.HTTPError:
-                r = None
-            if r is not None and r.status_code == 200:
-                job = r.json()
+                polled = None
+            if polled is not None and polled.status_code == 200:
+                job = polled.json()
                 if job["status"] in ("succeeded", "failed", "canceled"):
                     break
             else:  # the database may be restarted under us (a shared machine)
-                print(f"  poll: {r.status_code if r else 'no answer'}; retrying", flush=True)
+                print(
+                    f"  poll: {polled.status_code if polled else 'no answer'}; retrying", flush=True
+                )
             time.sleep(1)
     if job["status"] != "succeeded":
         raise RuntimeError(f"job ended {job['status']}: {job['error']}\n{stack.log_tail('worker')}")
@@ -174,7 +177,12 @@ def main() -> None:
     }
     extra.update(dict(item.split("=", 1) for item in args.env))
     try:
-        with running_stack("services", workdir, extra, test_settings=False) as stack:
+        with (
+            scratch_services() as services,
+            running(service_env(workdir / "data", **services, **extra), workdir) as stack,
+        ):
+            stack.serve()
+            stack.worker()
             for i in range(args.rounds):
                 results["bare"].append(bare(args, workdir))
                 print(f"round {i + 1}: bare {results['bare'][-1][0]:.2f} steps/s", flush=True)
@@ -185,7 +193,6 @@ def main() -> None:
 
     bare_rate, bare_n = max(results["bare"])
     svc_rate, svc_n = max(results["service"])
-    threads = torch.get_num_threads()
     print()
     print(
         f"{args.arch} g_ch/d_ch {args.ch}, batch {args.batch_size}, n_dis {args.n_dis}, "

@@ -1,27 +1,21 @@
-"""Fixtures of the service tests: a real stack per configuration.
+"""Fixtures of the service tests: a real stack per configuration (see tests/stacks.py).
 
-``services``: a fresh PostgreSQL database (``sngan_test_<random>``, migrated with Alembic and
-dropped at the end) and Redis under a unique key prefix. ``embedded``: SQLite and the
-filesystem broker in a temp directory. Each stack runs the API under uvicorn and a Celery
-worker, both as real subprocesses. ``SNGAN_TEST_STACKS=services`` (or ``embedded``) picks one;
-both run by default. Without PostgreSQL/Redis the ``services`` tests are skipped, or fail when
-``CI=true``.
+``stack``: a fresh database and broker, ``services`` (PostgreSQL + Redis) and ``embedded``
+(SQLite + the filesystem broker), one per session. A test that asks for it runs with the API
+served in this process through its ASGI app, with the stack's settings (and those of its
+``settings`` marker); ``worker`` adds a Celery worker process, for tests that train. Without
+PostgreSQL/Redis the ``services`` tests are skipped, or fail when ``CI=true``.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import httpx
 import pytest
 
-from tests.utils import (
-    STACKS,
-    Stack,
-    running_stack,
-    services_unreachable,
-)
+from tests.stacks import STACKS, Stack, new_stack
 
 
 @pytest.fixture(
@@ -35,9 +29,29 @@ def stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
     kind: str = request.param
-    workdir = tmp_path_factory.mktemp(f"stack-{kind}")
-    with running_stack(kind, workdir, on_unreachable=services_unreachable) as stack:
+    with new_stack(kind, tmp_path_factory.mktemp(f"stack-{kind}")) as stack:
         yield stack
+
+
+@pytest.fixture(autouse=True)
+def _served(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The app of the test's stack, served in this process for the test's duration."""
+    name = next((n for n in ("stack", "fault_stack") if n in request.fixturenames), None)
+    if name is None:
+        yield
+        return
+    stack: Stack = request.getfixturevalue(name)
+    marker = request.node.get_closest_marker("settings")
+    with stack.serving(**(marker.kwargs if marker else {})):
+        yield
+
+
+@pytest.fixture(scope="session")
+def worker(stack: Stack) -> Stack:
+    """The stack with a Celery worker process running (started once per stack)."""
+    if "worker" not in stack.procs:
+        stack.start_worker()
+    return stack
 
 
 # Fast clocks for the fault tests: a dead worker's lease expires in seconds, a lost message is
@@ -53,14 +67,13 @@ FAULT_SETTINGS = {
 
 @pytest.fixture(scope="module")
 def fault_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """A PostgreSQL + Redis stack of its own, for tests that kill its processes and restart
-    the servers (the shared `stack` is left alone)."""
+    """A PostgreSQL + Redis stack of its own with a worker, for tests that kill its
+    processes and restart the servers (the shared `stack` is left alone)."""
     if "services" not in STACKS:
         pytest.skip("the fault tests need the services stack (SNGAN_TEST_STACKS)")
     workdir = tmp_path_factory.mktemp("stack-faults")
-    with running_stack(
-        "services", workdir, FAULT_SETTINGS, on_unreachable=services_unreachable
-    ) as stack:
+    with new_stack("services", workdir, FAULT_SETTINGS) as stack:
+        stack.start_worker()
         yield stack
 
 
@@ -77,13 +90,15 @@ def api(stack: Stack, owner: str) -> Iterator[httpx.Client]:
         yield client
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """A failed service test shows the end of its stack's API and worker logs."""
-    outcome = yield
-    report = outcome.get_result()  # type: ignore[attr-defined]
+    report = yield
     funcargs = getattr(item, "funcargs", {})
     stack = funcargs.get("stack") or funcargs.get("fault_stack")
     if report.failed and isinstance(stack, Stack):
-        for name in stack.procs:
+        for name in ["api", *stack.procs]:
             report.sections.append((f"{stack.kind} {name} log (last lines)", stack.log_tail(name)))
+    return report

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import hashlib
 
+import httpx
+import pytest
 from sqlalchemy import select
 
 from app.core.security import revoke_api_key
 from app.core.tables import ApiKey
-from tests.utils import npz_bytes, shapes, tiny_job, upload, wait_for_status
+from tests.builders import npz_bytes, shapes, tiny_job
+from tests.clients import upload, wait_for_status
+from tests.stacks import Stack
 
 
-def test_requests_without_a_valid_key_are_401(stack) -> None:  # type: ignore[no-untyped-def]
+def test_requests_without_a_valid_key_are_401(stack: Stack) -> None:
     key = stack.new_key()
     with stack.client() as anonymous:
         response = anonymous.get("/v1/jobs")
@@ -31,7 +35,7 @@ def test_requests_without_a_valid_key_are_401(stack) -> None:  # type: ignore[no
         assert client.get("/v1/jobs").status_code == 401
 
 
-def test_keys_are_stored_hashed_and_never_logged(stack) -> None:  # type: ignore[no-untyped-def]
+def test_keys_are_stored_hashed_and_never_logged(stack: Stack, worker: Stack) -> None:
     key = stack.new_key("hash-check")
     with stack.client(key) as client:
         assert client.get("/v1/jobs").status_code == 200
@@ -45,7 +49,7 @@ def test_keys_are_stored_hashed_and_never_logged(stack) -> None:  # type: ignore
         assert secret not in stack.log_tail(name, lines=100_000)
 
 
-def test_one_key_cannot_see_or_touch_anothers_resources(stack) -> None:  # type: ignore[no-untyped-def]
+def test_one_key_cannot_see_or_touch_anothers_resources(stack: Stack, worker: Stack) -> None:
     with stack.client(stack.new_key()) as alice, stack.client(stack.new_key()) as bob:
         images, _ = shapes(32)
         dataset = upload(alice, "a.npz", npz_bytes(images)).json()
@@ -82,53 +86,27 @@ def test_one_key_cannot_see_or_touch_anothers_resources(stack) -> None:  # type:
         assert [j["id"] for j in alice.get("/v1/jobs").json()["data"]] == [job["id"]]
 
 
-def test_rate_limit_answers_429_with_retry_after(stack) -> None:  # type: ignore[no-untyped-def]
-    """A second API process of the same stack, limited to 5 requests per key per minute."""
-    import sys
-
-    import httpx
-
-    from tests.utils import free_port, wait_for
-
-    port = free_port()
-    name = f"api-limited-{port}"
-    proc = stack.start(
-        name,
-        [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory"]
-        + ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        env={"SNGAN_RATE_LIMIT_PER_MINUTE": "5", "SNGAN_REAPER_INTERVAL_S": "3600"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-
-        def up() -> bool:
-            try:
-                return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(up, 60, "the rate-limited API")
-        first, second = stack.new_key(), stack.new_key()
-        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {first}"}) as client:
-            statuses = [client.get("/v1/jobs").status_code for _ in range(5)]
-            assert statuses == [200] * 5
-            limited = client.get("/v1/jobs")
-            assert limited.status_code == 429, limited.text
-            assert int(limited.headers["retry-after"]) >= 1
-            error = limited.json()["error"]
-            assert error["code"] == "rate_limited"
-            assert "5 per minute" in error["message"]
-            assert "SNGAN_RATE_LIMIT_PER_MINUTE" in error["message"]
-        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {second}"}) as other:
-            assert other.get("/v1/jobs").status_code == 200  # buckets are per key
-        assert httpx.get(f"{url}/healthz").status_code == 200  # unauthenticated routes are free
-    finally:
-        stack.procs.pop(name)
-        proc.terminate()
-        proc.wait(timeout=15)
+@pytest.mark.settings(SNGAN_RATE_LIMIT_PER_MINUTE="5")
+def test_rate_limit_answers_429_with_retry_after(stack: Stack) -> None:
+    """The stack's app served with a limit of 5 requests per key per minute."""
+    first, second = stack.new_key(), stack.new_key()
+    with stack.client(first) as client:
+        statuses = [client.get("/v1/jobs").status_code for _ in range(5)]
+        assert statuses == [200] * 5
+        limited = client.get("/v1/jobs")
+        assert limited.status_code == 429, limited.text
+        assert int(limited.headers["retry-after"]) >= 1
+        error = limited.json()["error"]
+        assert error["code"] == "rate_limited"
+        assert "5 per minute" in error["message"]
+        assert "SNGAN_RATE_LIMIT_PER_MINUTE" in error["message"]
+    with stack.client(second) as other:
+        assert other.get("/v1/jobs").status_code == 200  # buckets are per key
+    with stack.client() as anonymous:
+        assert anonymous.get("/healthz").status_code == 200  # unauthenticated routes are free
 
 
-def test_outputs_are_reached_only_through_ids(stack, api) -> None:  # type: ignore[no-untyped-def]
+def test_outputs_are_reached_only_through_ids(worker: Stack, api: httpx.Client) -> None:
     """Path-traversal attempts in job ids, dataset ids and steps never reach a file."""
     images, _ = shapes(8)
     dataset = upload(api, "d.npz", npz_bytes(images)).json()

@@ -7,10 +7,13 @@ import io
 import math
 from typing import Any
 
+import httpx
 import numpy as np
 from PIL import Image
 
-from tests.utils import cancel_all, insert_job, npz_bytes, shapes, tiny_job, upload, wait_for_status
+from tests.builders import insert_job, npz_bytes, shapes, tiny_job
+from tests.clients import cancel_all, upload, wait_for_status
+from tests.stacks import Stack
 
 PAD = 2  # models.generate.image_grid's border between tiles
 
@@ -47,7 +50,7 @@ def assert_rejected_n(response: Any, limit: str) -> None:
     assert limit in error["message"], error
 
 
-def test_job_preview_shows_its_training_images(stack, owner, api) -> None:  # type: ignore[no-untyped-def]
+def test_job_preview_shows_its_training_images(stack: Stack, owner: str, api: httpx.Client) -> None:
     from models.data import synthetic_shapes
 
     job_id = insert_job(stack, owner, status="succeeded")  # synthetic, 64 images, cnn32
@@ -80,7 +83,7 @@ def test_job_preview_shows_its_training_images(stack, owner, api) -> None:  # ty
         assert anonymous.get(url).status_code == 401
 
 
-def test_uploaded_dataset_preview_and_its_jobs(stack, api) -> None:  # type: ignore[no-untyped-def]
+def test_uploaded_dataset_preview_and_its_jobs(stack: Stack, api: httpx.Client) -> None:
     images, labels = shapes(40, size=32, channels=1, seed=3)
     created = upload(api, "grey.npz", npz_bytes(images[..., 0], labels))
     assert created.status_code == 201, created.text
@@ -121,12 +124,13 @@ def test_uploaded_dataset_preview_and_its_jobs(stack, api) -> None:  # type: ign
     assert gone.json()["error"]["code"] == "dataset_deleted"
 
 
-def test_builtin_source_without_its_files(stack, owner, api) -> None:  # type: ignore[no-untyped-def]
+def test_builtin_source_without_its_files(stack: Stack, owner: str, api: httpx.Client) -> None:
     from app.core.tables import Job
 
     job_id = insert_job(stack, owner, status="failed")
     with stack.sessions()() as session:  # a CIFAR-10 job whose files were removed since
         job = session.get(Job, job_id)
+        assert job is not None
         job.config = {**job.config, "dataset": {"source": "cifar10"}}
         session.commit()
     response = api.get(f"/v1/jobs/{job_id}/dataset-preview")

@@ -8,10 +8,13 @@ import zipfile
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 
-from tests.utils import insert_job, npz_bytes, png_bytes, shapes, upload, zip_bytes
+from tests.builders import insert_job, npz_bytes, png_bytes, shapes, zip_bytes
+from tests.clients import upload
+from tests.stacks import Stack
 
 
 def assert_rejected(response: Any, status: int, *mentions: str) -> None:
@@ -22,14 +25,14 @@ def assert_rejected(response: Any, status: int, *mentions: str) -> None:
         assert text in error["message"], error["message"]
 
 
-def leftovers(stack) -> list[str]:  # type: ignore[no-untyped-def]
+def leftovers(stack: Stack) -> list[str]:
     root = stack.data_dir / "datasets"
     found = [p.name for p in root.iterdir() if p.name.startswith(".tmp")]
     found += [p.name for p in (root / ".incoming").glob("*")]
     return found
 
 
-def test_npz_upload_list_get_delete(stack, api) -> None:  # type: ignore[no-untyped-def]
+def test_npz_upload_list_get_delete(stack: Stack, api: httpx.Client) -> None:
     images, labels = shapes(40, size=24, channels=1)
     created = upload(api, "grey.npz", npz_bytes(images[..., 0], labels))
     assert created.status_code == 201, created.text
@@ -50,7 +53,7 @@ def test_npz_upload_list_get_delete(stack, api) -> None:  # type: ignore[no-unty
     assert not folder.exists()
 
 
-def test_zip_with_class_folders(api) -> None:  # type: ignore[no-untyped-def]
+def test_zip_with_class_folders(api: httpx.Client) -> None:
     entries = {f"cat/{i}.png": png_bytes(40, 30) for i in range(3)}
     entries |= {f"dog/{i}.jpg": _jpeg(40, 30) for i in range(2)}
     entries["readme.txt"] = b"ignored"
@@ -62,7 +65,7 @@ def test_zip_with_class_folders(api) -> None:  # type: ignore[no-untyped-def]
     assert dataset["image_size"] == [30, 40]
 
 
-def test_flat_greyscale_zip_has_no_classes(api) -> None:  # type: ignore[no-untyped-def]
+def test_flat_greyscale_zip_has_no_classes(api: httpx.Client) -> None:
     entries = {f"{i}.png": png_bytes(16, 16, mode="L") for i in range(4)}
     dataset = upload(api, "flat.zip", zip_bytes(entries)).json()
     assert (dataset["num_images"], dataset["num_classes"], dataset["channels"]) == (4, 0, 1)
@@ -147,8 +150,14 @@ def _raw_zip(name: str, data: bytes) -> bytes:
         ("deep-slip.zip", _raw_zip("cat/../../../evil.png", png_bytes(8, 8)), 422, [".."]),
     ],
 )
-def test_bad_uploads_are_rejected_and_leave_nothing(  # type: ignore[no-untyped-def]
-    stack, owner, api, filename: str, payload: bytes, status: int, mentions: list[str]
+def test_bad_uploads_are_rejected_and_leave_nothing(
+    stack: Stack,
+    owner: str,
+    api: httpx.Client,
+    filename: str,
+    payload: bytes,
+    status: int,
+    mentions: list[str],
 ) -> None:
     assert_rejected(upload(api, filename, payload), status, *mentions)
     assert leftovers(stack) == []
@@ -169,21 +178,21 @@ def test_bad_uploads_are_rejected_and_leave_nothing(  # type: ignore[no-untyped-
     assert folders - {".incoming"} <= known  # no folder of a dataset that was refused
 
 
-def test_upload_size_is_limited_while_streaming(stack, api) -> None:  # type: ignore[no-untyped-def]
+def test_upload_size_is_limited_while_streaming(stack: Stack, api: httpx.Client) -> None:
     payload = np.random.default_rng(0).integers(0, 255, 3 * 1024 * 1024, dtype=np.uint8)
     response = upload(api, "huge.npz", payload.tobytes())
     assert_rejected(response, 413, "2097152", "SNGAN_MAX_UPLOAD_BYTES")
     assert leftovers(stack) == []
 
 
-def test_multipart_is_required(api) -> None:  # type: ignore[no-untyped-def]
+def test_multipart_is_required(api: httpx.Client) -> None:
     response = api.post("/v1/datasets", content=b"raw", headers={"content-type": "text/plain"})
     assert_rejected(response, 415, "multipart")
     response = api.post("/v1/datasets", files={"other": ("a.npz", b"x")})
     assert_rejected(response, 422, "file")
 
 
-def test_a_dataset_in_use_cannot_be_deleted(stack, owner, api) -> None:  # type: ignore[no-untyped-def]
+def test_a_dataset_in_use_cannot_be_deleted(stack: Stack, owner: str, api: httpx.Client) -> None:
     images, _ = shapes(8)
     dataset = upload(api, "d.npz", npz_bytes(images)).json()
     future = datetime.now(UTC) + timedelta(days=1)

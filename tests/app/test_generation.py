@@ -13,6 +13,7 @@ from PIL import Image
 
 from app.api.services import generation
 from app.api.services.generation import GeneratorCache, UnusableCheckpoint
+from app.core.formats import SampleFormat
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +48,9 @@ def test_same_inputs_same_bytes(checkpoint: tuple[Path, str]) -> None:
     assert np.array_equal(first, again)
     assert not np.array_equal(first, other)
     assert not np.array_equal(first, raw)  # the EMA weights differ from netG's
-    for fmt in ("grid", "zip", "npy"):
-        assert generation.encode(first, fmt) == generation.encode(again, fmt)  # type: ignore[arg-type]
+    formats: tuple[SampleFormat, ...] = ("grid", "zip", "npy")
+    for fmt in formats:
+        assert generation.encode(first, fmt) == generation.encode(again, fmt)
     with zipfile.ZipFile(io.BytesIO(generation.encode(first, "zip"))) as zf:
         assert len(zf.namelist()) == 6
         assert all(info.date_time == (1980, 1, 1, 0, 0, 0) for info in zf.infolist())

@@ -1,4 +1,4 @@
-"""Batched generation over real HTTP: two uvicorn servers on one SQLite data directory, one
+"""Batched generation over real HTTP: two uvicorn processes on one SQLite data directory, one
 batching concurrent sample requests and one with SNGAN_BATCHING=false. Concurrent requests
 with different seeds (and sizes, and labels) get the same bytes as sequential unbatched
 ones, and the batch-size histogram shows batches of more than one image."""
@@ -19,7 +19,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.utils import ApiServer, base_env, insert_finished_job
+from tests.builders import insert_checkpoint, insert_job
+from tests.stacks import new_stack
 
 # (n, seed, labels) of the requests; sizes that do not divide the forward chunk (8 in the
 # Batcher test below, the CPU default of 2 over HTTP)
@@ -62,35 +63,25 @@ def _train(out: Path, conditional: bool) -> tuple[Path, str]:
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """{"on": ApiServer, "off": ApiServer, "jobs": {"plain": id, "conditional": id}}."""
-    from app.core.db import get_engine, migrate
-
+    """{"on": url, "off": url, "jobs": {"plain": id, "conditional": id}}: two API processes
+    (auth off) on one SQLite data directory, each with a trained job of either kind."""
     workdir = tmp_path_factory.mktemp("batching")
-    data_dir = workdir / "data"
-    database_url = f"sqlite:///{data_dir / 'sngan.db'}"
-    data_dir.mkdir()
-    migrate(database_url)
-    job_ids = {}
-    for kind in ("plain", "conditional"):
-        job_id = f"batching-{kind}"
-        checkpoint, sha = _train(data_dir / "jobs" / job_id, kind == "conditional")
-        insert_finished_job(database_url, data_dir, job_id, checkpoint, sha, name=job_id)
-        job_ids[kind] = job_id
-    get_engine(database_url).dispose()
-    env = base_env(data_dir)
-    env.update(SNGAN_AUTH="off")
-    # a long wait and a batch that closes when 8 images wait: batches form however slowly
-    # the clients' requests arrive, and nobody waits the whole time once 8 are there
-    on_env = {**env, "SNGAN_BATCH_MAX_WAIT_MS": "1000", "SNGAN_BATCH_MAX_SIZE": "8"}
-    off_env = {**env, "SNGAN_BATCHING": "false"}
-    started: list[ApiServer] = []
-    try:
-        started.append(ApiServer(on_env, workdir / "api-on.log"))
-        started.append(ApiServer(off_env, workdir / "api-off.log"))
-        yield {"on": started[0], "off": started[1], "jobs": job_ids}
-    finally:
-        for server in started:
-            server.stop()
+    with new_stack("embedded", workdir, {"SNGAN_AUTH": "off"}) as stack:
+        job_ids = {}
+        for kind in ("plain", "conditional"):
+            model = {"conditional": kind == "conditional"}
+            job_id = insert_job(stack, "local", "succeeded", steps=2, spec={"model": model})
+            checkpoint, sha = _train(stack.data_dir / "jobs" / job_id, kind == "conditional")
+            insert_checkpoint(stack, job_id, 2, checkpoint, sha)
+            job_ids[kind] = job_id
+        # a long wait and a batch that closes when 8 images wait: batches form however slowly
+        # the clients' requests arrive, and nobody waits the whole time once 8 are there
+        on = {"SNGAN_BATCH_MAX_WAIT_MS": "1000", "SNGAN_BATCH_MAX_SIZE": "8"}
+        yield {
+            "on": stack.start_api("api-on", on),
+            "off": stack.start_api("api-off", {"SNGAN_BATCHING": "false"}),
+            "jobs": job_ids,
+        }
 
 
 def _sample(base_url: str, job_id: str, n: int, seed: int, labels: str | None) -> httpx.Response:
@@ -102,17 +93,17 @@ def _sample(base_url: str, job_id: str, n: int, seed: int, labels: str | None) -
     return response
 
 
-def _sequential(server: ApiServer, job_id: str, requests: list[Any]) -> list[bytes]:
-    return [_sample(server.url, job_id, *r).content for r in requests]
+def _sequential(url: str, job_id: str, requests: list[Any]) -> list[bytes]:
+    return [_sample(url, job_id, *r).content for r in requests]
 
 
-def _concurrent(server: ApiServer, job_id: str, requests: list[Any]) -> list[httpx.Response]:
+def _concurrent(url: str, job_id: str, requests: list[Any]) -> list[httpx.Response]:
     with ThreadPoolExecutor(len(requests)) as pool:
-        return list(pool.map(lambda r: _sample(server.url, job_id, *r), requests))
+        return list(pool.map(lambda r: _sample(url, job_id, *r), requests))
 
 
-def _batch_histogram(server: ApiServer) -> dict[str, float]:
-    text = httpx.get(f"{server.url}/metrics", timeout=30).text
+def _batch_histogram(url: str) -> dict[str, float]:
+    text = httpx.get(f"{url}/metrics", timeout=30).text
     found = {}
     for match in re.finditer(
         r'^sngan_generation_batch_size_(bucket\{le="([^"]+)"\}|count) (\S+)$', text, re.M

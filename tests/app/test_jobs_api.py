@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from tests.utils import cancel_all, insert_job, tiny_job
+import httpx
+
+from tests.builders import insert_job, tiny_job
+from tests.clients import cancel_all
+from tests.stacks import Stack
 
 SYNTHETIC = {"source": "synthetic", "num_images": 64}
 
 
-def test_idempotent_submit(api) -> None:  # type: ignore[no-untyped-def]
+def test_idempotent_submit(api: httpx.Client) -> None:
     body = tiny_job(SYNTHETIC, steps=2, name="idem")
     headers = {"Idempotency-Key": "submit-1"}
     first = api.post("/v1/jobs", json=body, headers=headers)
@@ -32,7 +36,7 @@ def test_idempotent_submit(api) -> None:  # type: ignore[no-untyped-def]
     cancel_all(api)
 
 
-def test_idempotency_keys_belong_to_their_owner(stack, api) -> None:  # type: ignore[no-untyped-def]
+def test_idempotency_keys_belong_to_their_owner(stack: Stack, api: httpx.Client) -> None:
     body = tiny_job(SYNTHETIC, steps=2)
     mine = api.post("/v1/jobs", json=body, headers={"Idempotency-Key": "shared"})
     with stack.client(stack.new_key()) as other:
@@ -43,7 +47,7 @@ def test_idempotency_keys_belong_to_their_owner(stack, api) -> None:  # type: ig
     assert mine.json()["id"] != theirs.json()["id"]
 
 
-def test_list_newest_first_with_cursor(stack, owner, api) -> None:  # type: ignore[no-untyped-def]
+def test_list_newest_first_with_cursor(stack: Stack, owner: str, api: httpx.Client) -> None:
     ids = [insert_job(stack, owner, status="succeeded") for _ in range(5)]
     failed = insert_job(stack, owner, status="failed")
     ids.append(failed)
@@ -64,7 +68,7 @@ def test_list_newest_first_with_cursor(stack, owner, api) -> None:  # type: igno
     assert [j["id"] for j in only_failed] == [failed]
 
 
-def test_state_rules(stack, owner, api) -> None:  # type: ignore[no-untyped-def]
+def test_state_rules(stack: Stack, owner: str, api: httpx.Client) -> None:
     future = datetime.now(UTC) + timedelta(days=1)
     running = insert_job(stack, owner, status="running", heartbeat_at=future, lease_token=1)
     succeeded = insert_job(stack, owner, status="succeeded")
@@ -82,7 +86,9 @@ def test_state_rules(stack, owner, api) -> None:  # type: ignore[no-untyped-def]
     assert api.get(f"/v1/jobs/{succeeded}").status_code == 404
 
 
-def test_cancel_of_a_queued_job_ends_it_at_once(stack, owner, api) -> None:  # type: ignore[no-untyped-def]
+def test_cancel_of_a_queued_job_ends_it_at_once(
+    stack: Stack, owner: str, api: httpx.Client
+) -> None:
     queued = insert_job(stack, owner, status="queued", enqueued_at=datetime.now(UTC))
     response = api.post(f"/v1/jobs/{queued}/cancel")
     assert response.status_code == 202

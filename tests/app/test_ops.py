@@ -10,10 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.utils import REPO, ApiServer, base_env, free_port
+from tests.stacks import REPO, Stack, base_env, free_port, serve
 
 
-def test_health_readiness_and_metrics(stack, api) -> None:  # type: ignore[no-untyped-def]
+def test_health_readiness_and_metrics(stack: Stack, api: httpx.Client) -> None:
     assert api.get("/healthz").json() == {"status": "ok"}
     ready = api.get("/readyz")
     assert ready.status_code == 200
@@ -34,7 +34,7 @@ def test_health_readiness_and_metrics(stack, api) -> None:  # type: ignore[no-un
     assert "sngan_generation_batch_size_bucket" in text
 
 
-def test_openapi_describes_the_contract(api) -> None:  # type: ignore[no-untyped-def]
+def test_openapi_describes_the_contract(api: httpx.Client) -> None:
     spec = api.get("/openapi.json").json()
     wanted = {
         "/v1/datasets": {"get", "post"},
@@ -76,39 +76,28 @@ def test_openapi_describes_the_contract(api) -> None:  # type: ignore[no-untyped
         assert field in job
 
 
-def _serve(tmp_path: Path, **env: str) -> ApiServer:
-    return ApiServer(base_env(tmp_path / "data") | env, tmp_path / "api.log", timeout=30)
-
-
 def test_readyz_is_503_while_the_database_and_broker_are_unreachable(tmp_path: Path) -> None:
     closed = free_port()  # nothing listens there
-    server = _serve(
-        tmp_path,
-        SNGAN_DATABASE_URL=f"postgresql+psycopg://postgres@127.0.0.1:{closed}/none",
-        SNGAN_BROKER_URL=f"redis://127.0.0.1:{closed}/0",
-    )
-    url = server.url
-    try:
-        response = httpx.get(f"{url}/readyz", timeout=30)
+    env = base_env(tmp_path / "data") | {
+        "SNGAN_DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:{closed}/none",
+        "SNGAN_BROKER_URL": f"redis://127.0.0.1:{closed}/0",
+    }
+    with serve(env, tmp_path / "api.log") as app, app.client(timeout=30) as client:
+        response = client.get("/readyz")
         assert response.status_code == 503
         error = response.json()["error"]
         assert error["code"] == "not_ready"
         assert "database" in error["message"] and "broker" in error["message"]
-        assert httpx.get(f"{url}/healthz").status_code == 200
-    finally:
-        server.stop()
+        assert client.get("/healthz").status_code == 200
 
 
 def test_auth_off_acts_as_local_and_says_so_at_start(tmp_path: Path) -> None:
-    server = _serve(tmp_path, SNGAN_AUTH="off", SNGAN_MIGRATE_ON_STARTUP="true")
-    url = server.url
-    try:
-        response = httpx.get(f"{url}/v1/jobs")
+    env = base_env(tmp_path / "data") | {"SNGAN_AUTH": "off", "SNGAN_MIGRATE_ON_STARTUP": "true"}
+    with serve(env, tmp_path / "api.log") as app, app.client() as client:
+        response = client.get("/v1/jobs")
         assert response.status_code == 200 and response.json() == {"data": [], "next_cursor": None}
-        assert httpx.get(f"{url}/readyz").status_code == 200  # embedded: SQLite + filesystem
-    finally:
-        server.stop()
-    assert "SNGAN_AUTH=off" in server.log.read_text()
+        assert client.get("/readyz").status_code == 200  # embedded: SQLite + filesystem
+    assert "SNGAN_AUTH=off" in (tmp_path / "api.log").read_text()
 
 
 @pytest.mark.parametrize(

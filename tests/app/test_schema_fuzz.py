@@ -2,8 +2,8 @@
 generated requests (valid and invalid ones) with a valid API key, and no 5xx nor a response
 that breaks the schema (body, status code or content type).
 
-It runs against a live uvicorn on a database of its own with no worker (the jobs it submits
-are never trained, so the other tests' worker is not kept busy).
+It calls the app in process (schemathesis's ASGI transport) on a database of its own with no
+worker (the jobs it submits are never trained, so the other tests' worker is not kept busy).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
+from schemathesis.core.result import Ok
 from schemathesis.generation.modes import GenerationMode
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -21,7 +22,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.utils import STACKS, Stack, running_stack, services_unreachable
+from tests.stacks import STACKS, Served, Stack, new_stack
 
 pytestmark = pytest.mark.services
 
@@ -33,10 +34,7 @@ def fuzz_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     if "services" not in STACKS:
         pytest.skip("runs on the services stack (SNGAN_TEST_STACKS)")
     extra = {"SNGAN_MAX_CONCURRENT_JOBS_PER_KEY": "1000", "SNGAN_REAPER_INTERVAL_S": "3600"}
-    workdir = tmp_path_factory.mktemp("fuzz")
-    with running_stack(
-        "services", workdir, extra, worker=False, on_unreachable=services_unreachable
-    ) as s:
+    with new_stack("services", tmp_path_factory.mktemp("fuzz"), extra) as s, s.serving():
         yield s
 
 
@@ -46,7 +44,9 @@ def fuzz_key(fuzz_stack: Stack) -> str:
 
 
 def test_no_server_errors_and_responses_match_the_schema(fuzz_stack: Stack, fuzz_key: str) -> None:
-    schema = schemathesis.openapi.from_url(f"{fuzz_stack.base_url}/openapi.json")
+    served = fuzz_stack.served
+    assert isinstance(served, Served)
+    schema = schemathesis.openapi.from_asgi("/openapi.json", served.app)
     headers = {"Authorization": f"Bearer {fuzz_key}"}
     checks = [
         not_a_server_error,
@@ -57,6 +57,7 @@ def test_no_server_errors_and_responses_match_the_schema(fuzz_stack: Stack, fuzz
     tested = []
     statuses: dict[int, int] = {}
     for result in schema.get_all_operations():
+        assert isinstance(result, Ok), result
         operation = result.ok()
         if operation.path == "/v1/jobs/{job_id}/events":
             continue  # an event stream stays open; its errors are covered by the e2e tests
@@ -71,10 +72,8 @@ def test_no_server_errors_and_responses_match_the_schema(fuzz_stack: Stack, fuzz
             derandomize=True,  # the same cases on every run
             database=None,
         )
-        def check(case) -> None:  # type: ignore[no-untyped-def]
-            response = case.call_and_validate(
-                base_url=fuzz_stack.base_url, headers=headers, checks=checks, timeout=30
-            )
+        def check(case: schemathesis.Case) -> None:
+            response = case.call_and_validate(headers=headers, checks=checks, timeout=30)
             statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
 
         check()

@@ -59,7 +59,7 @@ def test_symlinks_and_encrypted_entries(
     info.external_attr = mode << 16
     path = tmp_path / "x.zip"
     path.write_bytes(_zip_with(info, encrypted))
-    settings = Settings(_env_file=None, data_dir=tmp_path)  # type: ignore[call-arg]
+    settings = Settings.model_validate({"data_dir": tmp_path})
     with pytest.raises(ApiError, match=message) as caught:
         inspect_archive(path, "x.zip", settings)
     assert caught.value.status == 422

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
 
-from tests.utils import insert_job, tiny_job
+from tests.builders import insert_job, tiny_job
+from tests.stacks import Stack
 
 SYNTHETIC = {"source": "synthetic", "num_images": 64}
 
@@ -54,14 +56,14 @@ def assert_error(response: Any, status: int, *mentions: str) -> dict[str, Any]:
         ({"eval": {"every": 100}}, ["eval.every", "SNGAN_INCEPTION_WEIGHTS"]),
     ],
 )
-def test_bad_job_bodies(api, change: dict[str, Any], mentions: list[str]) -> None:  # type: ignore[no-untyped-def]
+def test_bad_job_bodies(api: httpx.Client, change: dict[str, Any], mentions: list[str]) -> None:
     body = tiny_job(change.get("dataset", SYNTHETIC), steps=5)
     for key, value in change.items():
         body[key] = {**body.get(key, {}), **value} if key in ("model", "train", "eval") else value
     assert_error(api.post("/v1/jobs", json=body), 422, *mentions)
 
 
-def test_missing_dataset_and_malformed_json(api) -> None:  # type: ignore[no-untyped-def]
+def test_missing_dataset_and_malformed_json(api: httpx.Client) -> None:
     assert_error(api.post("/v1/jobs", json={"train": {"steps": 5}}), 422, "dataset")
     malformed = api.post(
         "/v1/jobs", content=b"{not json", headers={"content-type": "application/json"}
@@ -69,13 +71,13 @@ def test_missing_dataset_and_malformed_json(api) -> None:  # type: ignore[no-unt
     assert_error(malformed, 422)
 
 
-def test_bad_query_parameters(api) -> None:  # type: ignore[no-untyped-def]
+def test_bad_query_parameters(api: httpx.Client) -> None:
     assert_error(api.get("/v1/jobs", params={"limit": 0}), 422, "limit")
     assert_error(api.get("/v1/jobs", params={"status": "paused"}), 422, "status")
     assert_error(api.get("/v1/jobs", params={"cursor": "!!"}), 422, "cursor")
 
 
-def test_samples_limits_and_no_checkpoint(stack, owner, api) -> None:  # type: ignore[no-untyped-def]
+def test_samples_limits_and_no_checkpoint(stack: Stack, owner: str, api: httpx.Client) -> None:
     job_id = insert_job(stack, owner, status="failed")  # it never wrote a checkpoint
     url = f"/v1/jobs/{job_id}/samples"
     over = assert_error(api.get(url, params={"n": 17}), 413, "n", "16")
@@ -88,13 +90,13 @@ def test_samples_limits_and_no_checkpoint(stack, owner, api) -> None:  # type: i
     assert_error(api.get(f"/v1/jobs/{job_id}/checkpoints/abc"), 422, "step")
 
 
-def test_unknown_routes_and_methods_use_the_error_body(api) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_routes_and_methods_use_the_error_body(api: httpx.Client) -> None:
     assert_error(api.get("/v1/nothing-here"), 404)
     assert_error(api.put("/v1/jobs"), 405)
     assert_error(api.get("/v1/jobs/not-a-job"), 404, "not-a-job")
 
 
-def test_too_many_active_jobs(stack, owner, api) -> None:  # type: ignore[no-untyped-def]
+def test_too_many_active_jobs(stack: Stack, owner: str, api: httpx.Client) -> None:
     from datetime import UTC, datetime, timedelta
 
     future = datetime.now(UTC) + timedelta(days=1)  # leases no reaper will touch

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
-SNGAN = Path(sys.executable).with_name("sngan")
+from tests.stacks import SNGAN
 
 
 def sngan_env(data_dir: Path, **extra: str) -> dict[str, str]:
@@ -39,13 +37,6 @@ def run_sngan(
         timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def descendants(pid: int) -> set[int]:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.cli_helpers import Server, free_port, sngan_env
+from tests.cli.cli_helpers import Server, sngan_env
+from tests.stacks import free_port
 
 
 @pytest.fixture

@@ -6,14 +6,19 @@ from __future__ import annotations
 import io
 from datetime import UTC, datetime, timedelta
 
+import httpx
 from PIL import Image
 
-from tests.utils import METRIC_NAMES, insert_job, read_events, tiny_job, wait_for, wait_for_status
+from tests.builders import METRIC_NAMES, insert_job, tiny_job
+from tests.clients import read_events, wait_for_status
+from tests.stacks import Stack, wait_for
 
 STEPS = 300
 
 
-def test_cancel_writes_a_final_checkpoint_and_resume_finishes(stack, api) -> None:  # type: ignore[no-untyped-def]
+def test_cancel_writes_a_final_checkpoint_and_resume_finishes(
+    worker: Stack, api: httpx.Client
+) -> None:
     body = tiny_job(
         {"source": "synthetic", "num_images": 128},
         steps=STEPS,
@@ -71,7 +76,9 @@ def test_cancel_writes_a_final_checkpoint_and_resume_finishes(stack, api) -> Non
     assert api.post(f"{url}/resume").status_code == 409  # succeeded jobs do not resume
 
 
-def test_a_job_of_a_dead_worker_is_requeued_and_finished(stack, owner, api) -> None:  # type: ignore[no-untyped-def]
+def test_a_job_of_a_dead_worker_is_requeued_and_finished(
+    stack: Stack, worker: Stack, owner: str, api: httpx.Client
+) -> None:
     long_ago = datetime.now(UTC) - timedelta(hours=1)
     job_id = insert_job(
         stack,
@@ -91,7 +98,9 @@ def test_a_job_of_a_dead_worker_is_requeued_and_finished(stack, owner, api) -> N
     assert statuses[0] == {"status": "queued", "error": None, "reason": "lease expired"}
 
 
-def test_a_queued_job_whose_message_was_lost_is_enqueued_again(stack, owner, api) -> None:  # type: ignore[no-untyped-def]
+def test_a_queued_job_whose_message_was_lost_is_enqueued_again(
+    stack: Stack, worker: Stack, owner: str, api: httpx.Client
+) -> None:
     job_id = insert_job(stack, owner, status="queued", steps=10, enqueued_at=None)
     done = wait_for_status(api, job_id, "succeeded", timeout=120)
     assert done["attempts"] == 1

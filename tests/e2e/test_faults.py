@@ -1,8 +1,9 @@
 """Real faults lose nothing: a worker SIGKILLed or frozen mid-training, a duplicate delivery,
 PostgreSQL and Redis restarted for real, a corrupted checkpoint, a full disk, a diverging run.
 
-Each test runs against `fault_stack` (its own database, Redis prefix, API and worker, with
-second-scale lease and re-enqueue clocks) and injects the fault for real.
+Each test runs against `fault_stack` (its own database, Redis prefix and worker process, its
+API served in process, with second-scale lease and re-enqueue clocks) and injects the fault
+for real.
 """
 
 from __future__ import annotations
@@ -23,15 +24,9 @@ import httpx
 import pytest
 from celery import Celery
 
-from tests.utils import (
-    METRIC_NAMES,
-    REDIS_URL,
-    Stack,
-    start_worker,
-    tiny_job,
-    wait_for,
-    wait_for_status,
-)
+from tests.builders import METRIC_NAMES, tiny_job
+from tests.clients import wait_for_status
+from tests.stacks import REDIS_URL, Stack, wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.services]
 
@@ -99,7 +94,7 @@ def test_a_sigkilled_worker_is_replaced_and_the_job_continues_from_its_checkpoin
 
     requeued = wait_for_status(api, job_id, "queued", timeout=60)  # the reaper, no worker
     assert requeued["attempts"] == 1
-    start_worker(fault_stack)
+    fault_stack.start_worker()
     done = wait_for_status(api, job_id, "succeeded", timeout=240)
     assert done["attempts"] == 2 and done["progress"]["step"] == steps
 
@@ -143,7 +138,7 @@ def test_a_worker_told_to_stop_hands_its_job_back_at_once(
     assert f"handed back at step {handed_at}" in log
     assert "lease expired" not in log
 
-    start_worker(fault_stack)
+    fault_stack.start_worker()
     done = wait_for_status(api, job_id, "succeeded", timeout=240)
     assert done["attempts"] == 2 and done["progress"]["step"] == steps
     points = assert_all_points_once(api, job_id, steps)
@@ -160,7 +155,7 @@ def test_a_duplicate_delivery_trains_once_and_a_stale_worker_stops_writing(
     worker B refuses it (the lease is live). Then A is frozen (SIGSTOP) past its lease; the
     reaper re-queues the job, B claims it (new fencing token) and trains; A, thawed, finds its
     lease gone and stops without writing."""
-    start_worker(fault_stack, "worker-b")
+    fault_stack.start_worker("worker-b")
     steps = 400
     job_id = submit(api, steps, checkpoint_every=20, sample_every=1000)
     try:
@@ -303,7 +298,7 @@ def test_training_survives_a_postgresql_restart(fault_stack: Stack, api: httpx.C
     before = step_of(api, job_id)
     pg_ctl("stop")
     try:
-        ready = httpx.get(f"{fault_stack.base_url}/readyz", timeout=20)
+        ready = api.get("/readyz", timeout=20)
         assert ready.status_code == 503, ready.text
         assert ready.json()["error"]["details"]["database"].startswith("unreachable")
         down = api.get(f"/v1/jobs/{job_id}")
@@ -314,7 +309,7 @@ def test_training_survives_a_postgresql_restart(fault_stack: Stack, api: httpx.C
     finally:
         pg_ctl("start")
     wait_for(
-        lambda: httpx.get(f"{fault_stack.base_url}/readyz", timeout=20).status_code == 200,
+        lambda: api.get("/readyz", timeout=20).status_code == 200,
         60,
         "/readyz to recover",
     )
@@ -340,7 +335,7 @@ def test_a_queued_job_whose_message_redis_lost_still_runs(
     finally:
         start_redis()
     wait_for(
-        lambda: httpx.get(f"{fault_stack.base_url}/readyz", timeout=20).status_code == 200,
+        lambda: api.get("/readyz", timeout=20).status_code == 200,
         60,
         "/readyz to recover",
     )

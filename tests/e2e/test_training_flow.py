@@ -8,6 +8,7 @@ import io
 import threading
 import zipfile
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import numpy as np
@@ -16,29 +17,27 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from app.core.tables import Metric
-from tests.utils import (
-    METRIC_NAMES,
-    SSEEvent,
-    npz_bytes,
-    read_events,
-    shapes,
-    tiny_job,
-    upload,
-    wait_for_status,
-)
+from tests.builders import METRIC_NAMES, npz_bytes, shapes, tiny_job
+from tests.clients import SSEEvent, read_events, upload, wait_for_status
+from tests.stacks import Stack
 
 STEPS = 30
 N_CLASSES = 4
 
 
+# the dataset, the finished job and the events streamed while it trained
+Trained = tuple[dict[str, Any], dict[str, Any], list[SSEEvent]]
+
+
 @pytest.fixture(scope="module")
-def client(stack) -> Iterator[httpx.Client]:  # type: ignore[no-untyped-def]
-    with stack.client(stack.new_key()) as api:
+def client(worker: Stack) -> Iterator[httpx.Client]:
+    """A client of the stack's app, served for the whole module, with a worker to train."""
+    with worker.serving(), worker.client(worker.new_key()) as api:
         yield api
 
 
 @pytest.fixture(scope="module")
-def trained(stack, client: httpx.Client):  # type: ignore[no-untyped-def]
+def trained(stack: Stack, client: httpx.Client) -> Trained:
     """One job trained for the whole module (per stack): its dataset, final state, events."""
     api = client
     images, labels = shapes(96, size=32)
@@ -66,7 +65,7 @@ def trained(stack, client: httpx.Client):  # type: ignore[no-untyped-def]
     return dataset, finished, streamed
 
 
-def test_dataset_is_described(trained) -> None:  # type: ignore[no-untyped-def]
+def test_dataset_is_described(trained: Trained) -> None:
     dataset, _, _ = trained
     assert dataset["num_images"] == 96
     assert dataset["image_size"] == [32, 32]
@@ -74,7 +73,7 @@ def test_dataset_is_described(trained) -> None:  # type: ignore[no-untyped-def]
     assert dataset["num_classes"] == N_CLASSES
 
 
-def test_job_reaches_the_last_step(trained) -> None:  # type: ignore[no-untyped-def]
+def test_job_reaches_the_last_step(trained: Trained) -> None:
     _, job, _ = trained
     assert job["progress"]["step"] == STEPS
     assert job["progress"]["total_steps"] == STEPS
@@ -85,7 +84,9 @@ def test_job_reaches_the_last_step(trained) -> None:  # type: ignore[no-untyped-
     assert set(METRIC_NAMES) <= set(job["latest_metrics"])
 
 
-def test_one_metric_point_per_name_and_step(stack, client, trained) -> None:  # type: ignore[no-untyped-def]
+def test_one_metric_point_per_name_and_step(
+    stack: Stack, client: httpx.Client, trained: Trained
+) -> None:
     api = client
     _, job, _ = trained
     response = api.get(f"/v1/jobs/{job['id']}/metrics", params={"limit": 10_000})
@@ -102,7 +103,7 @@ def test_one_metric_point_per_name_and_step(stack, client, trained) -> None:  # 
     assert rows == len(METRIC_NAMES) * STEPS
 
 
-def test_metrics_filter_page_and_downsample(client, trained) -> None:  # type: ignore[no-untyped-def]
+def test_metrics_filter_page_and_downsample(client: httpx.Client, trained: Trained) -> None:
     api = client
     _, job, _ = trained
     url = f"/v1/jobs/{job['id']}/metrics"
@@ -119,7 +120,7 @@ def test_metrics_filter_page_and_downsample(client, trained) -> None:  # type: i
     assert all(np.isfinite(p["value"]) for p in first["data"] + rest["data"])
 
 
-def test_checkpoints_download_with_their_sha256(client, trained) -> None:  # type: ignore[no-untyped-def]
+def test_checkpoints_download_with_their_sha256(client: httpx.Client, trained: Trained) -> None:
     api = client
     _, job, _ = trained
     listed = api.get(f"/v1/jobs/{job['id']}/checkpoints").json()["data"]
@@ -134,7 +135,7 @@ def test_checkpoints_download_with_their_sha256(client, trained) -> None:  # typ
     assert api.get(f"/v1/jobs/{job['id']}/checkpoints/25").status_code == 404
 
 
-def test_samples_are_reproducible(client, trained) -> None:  # type: ignore[no-untyped-def]
+def test_samples_are_reproducible(client: httpx.Client, trained: Trained) -> None:
     api = client
     _, job, _ = trained
     url = f"/v1/jobs/{job['id']}/samples"
@@ -151,7 +152,7 @@ def test_samples_are_reproducible(client, trained) -> None:  # type: ignore[no-u
     assert older.status_code == 200 and older.content != grid.content
 
 
-def test_sample_formats_and_labels(client, trained) -> None:  # type: ignore[no-untyped-def]
+def test_sample_formats_and_labels(client: httpx.Client, trained: Trained) -> None:
     api = client
     _, job, _ = trained
     url = f"/v1/jobs/{job['id']}/samples"
@@ -179,7 +180,7 @@ def test_sample_formats_and_labels(client, trained) -> None:  # type: ignore[no-
     assert png_many.status_code == 422 and "n" in png_many.json()["error"]["message"]
 
 
-def test_training_sample_grids(client, trained) -> None:  # type: ignore[no-untyped-def]
+def test_training_sample_grids(client: httpx.Client, trained: Trained) -> None:
     api = client
     _, job, _ = trained
     listed = api.get(f"/v1/jobs/{job['id']}/training-samples").json()["data"]
@@ -190,26 +191,30 @@ def test_training_sample_grids(client, trained) -> None:  # type: ignore[no-unty
     assert api.get(f"/v1/jobs/{job['id']}/training-samples/11").status_code == 404
 
 
-def test_events_stream_and_resume_from_last_event_id(client, trained) -> None:  # type: ignore[no-untyped-def]
+def test_events_stream_and_resume_from_last_event_id(
+    client: httpx.Client, trained: Trained
+) -> None:
     api = client
     _, job, streamed = trained
     types = [e.event for e in streamed]
     assert {"status", "progress", "metrics", "checkpoint", "sample", "done"} <= set(types)
     assert types[-1] == "done" and streamed[-1].data["status"] == "succeeded"
-    ids = [e.id for e in streamed]
-    assert all(i is not None for i in ids) and ids == sorted(set(ids))  # type: ignore[type-var]
+    ids = [e.id for e in streamed if e.id is not None]
+    assert len(ids) == len(streamed) and ids == sorted(set(ids))
     progress = [e.data["step"] for e in streamed if e.event == "progress"]
     assert progress == sorted(progress) and progress[-1] == STEPS
     statuses = [e.data["status"] for e in streamed if e.event == "status"]
     assert statuses[0] == "queued" and statuses[-1] == "succeeded" and "running" in statuses
 
-    middle = streamed[len(streamed) // 2]
-    replay = read_events(api, job["id"], last_event_id=middle.id, timeout=30)
-    assert [e.id for e in replay] == [e.id for e in streamed if e.id > middle.id]  # type: ignore[operator]
-    assert read_events(api, job["id"], last_event_id=streamed[-1].id, timeout=30) == []
+    middle = ids[len(ids) // 2]
+    replay = read_events(api, job["id"], last_event_id=middle, timeout=30)
+    assert [e.id for e in replay] == [i for i in ids if i > middle]
+    assert read_events(api, job["id"], last_event_id=ids[-1], timeout=30) == []
 
 
-def test_delete_removes_rows_and_files(stack, client, trained) -> None:  # type: ignore[no-untyped-def]
+def test_delete_removes_rows_and_files(
+    stack: Stack, client: httpx.Client, trained: Trained
+) -> None:
     api = client
     _, job, _ = trained
     job_dir = stack.data_dir / "jobs" / job["id"]

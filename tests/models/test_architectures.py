@@ -3,8 +3,11 @@
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from models import ARCHS, ModelConfig, build_discriminator, build_generator, count_parameters
+from models.cnn import CNNGenerator
+from models.resnet import GBlock, ResNetDiscriminator, ResNetGenerator
 
 # faithful public ports of Miyato et al. 2018 have exactly these counts (z_dim 128, paper widths)
 PINNED = {
@@ -23,10 +26,13 @@ def test_parameter_counts_match_the_paper_models(arch):
 def test_stl10_models_follow_the_appendix_widths():
     cfg = ModelConfig(arch="resnet48")
     netG, netD = build_generator(cfg), build_discriminator(cfg)
+    assert isinstance(netG, ResNetGenerator) and isinstance(netD, ResNetDiscriminator)
     assert netG.l1.out_features == 6 * 6 * 512  # starts from 6x6
-    assert [b.c1.out_channels for b in netG.blocks] == [256, 128, 64]
+    blocks = [block for block in netG.blocks if isinstance(block, GBlock)]
+    assert [block.c1.out_channels for block in blocks] == [256, 128, 64]
     assert netD.l_out.in_features == 1024  # 64, 128, 256, 512, 1024
-    assert build_generator(ModelConfig(arch="cnn48")).l1.out_features == 6 * 6 * 512
+    cnn = build_generator(ModelConfig(arch="cnn48"))
+    assert isinstance(cnn, CNNGenerator) and cnn.l1.out_features == 6 * 6 * 512
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHS))
@@ -53,7 +59,7 @@ def test_shapes(arch, conditional, channels):
 
 
 def _has_sn(m: nn.Module) -> bool:
-    return hasattr(m, "parametrizations") and "weight" in m.parametrizations
+    return parametrize.is_parametrized(m, "weight")
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHS))

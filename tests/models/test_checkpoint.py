@@ -79,7 +79,8 @@ def test_latest_valid_checkpoint_skips_a_corrupt_newest(run_dir, tmp_path):
             (tmp_path / (name + suffix)).write_bytes(
                 (run_dir / "checkpoints" / (name + suffix)).read_bytes()
             )
-    assert latest_valid_checkpoint(tmp_path).name == "step_00000010.pt"
-    newest = tmp_path / "step_00000010.pt"
-    newest.write_bytes(newest.read_bytes()[:-100])
-    assert latest_valid_checkpoint(tmp_path).name == "step_00000005.pt"
+    latest = latest_valid_checkpoint(tmp_path)
+    assert latest is not None and latest.name == "step_00000010.pt"
+    latest.write_bytes(latest.read_bytes()[:-100])
+    latest = latest_valid_checkpoint(tmp_path)
+    assert latest is not None and latest.name == "step_00000005.pt"

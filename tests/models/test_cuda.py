@@ -66,6 +66,7 @@ def test_graph_path_keeps_sigma_one_advances_lr_and_resumes(tmp_path):
     for name, w in sn_weights(netD).items():
         assert sigma_max(w.float()) == pytest.approx(1.0, abs=0.1), name
     # u moved during replays: the checkpointed u differs from the initial one
+    assert result.checkpoint is not None
     state = load_checkpoint(result.checkpoint)
     assert state["step"] == 12
     second = Recorder()

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from app.core.config import Settings
+from tests.stacks import Stack
 from worker.celery_app import create_celery
 
 
 def test_one_late_acked_job_at_a_time_on_queue_gpu(tmp_path: Path) -> None:
-    celery = create_celery(Settings(_env_file=None, data_dir=tmp_path))  # type: ignore[call-arg]
+    celery = create_celery(Settings.model_validate({"data_dir": tmp_path}))
     conf = celery.conf
     assert conf.task_routes == {"sngan.train": {"queue": "gpu"}}
     assert conf.task_acks_late and conf.task_reject_on_worker_lost
@@ -25,21 +26,22 @@ def test_one_late_acked_job_at_a_time_on_queue_gpu(tmp_path: Path) -> None:
 
 
 def test_redis_keys_get_the_configured_prefix(tmp_path: Path) -> None:
-    settings = Settings(  # type: ignore[call-arg]
-        _env_file=None,
-        data_dir=tmp_path,
-        broker_url="redis://localhost:6379/3",
-        broker_key_prefix="team-a:",
+    settings = Settings.model_validate(
+        {
+            "data_dir": tmp_path,
+            "broker_url": "redis://localhost:6379/3",
+            "broker_key_prefix": "team-a:",
+        }
     )
     conf = create_celery(settings).conf
     assert conf.broker_url == "redis://localhost:6379/3"
     assert conf.broker_transport_options == {"global_keyprefix": "team-a:"}
 
 
-def test_the_worker_parent_never_loads_torch(stack) -> None:  # type: ignore[no-untyped-def]
+def test_the_worker_parent_never_loads_torch(worker: Stack) -> None:
     """CUDA is safe with prefork only while the parent never initialises it: the parent must
     not even map libtorch (the pool's children load it, per job)."""
-    parent = stack.procs["worker"].pid
+    parent = worker.procs["worker"].pid
     maps = Path(f"/proc/{parent}/maps").read_text()
     assert "libtorch" not in maps
     assert "celery" in Path(f"/proc/{parent}/cmdline").read_text()

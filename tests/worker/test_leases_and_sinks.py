@@ -10,23 +10,26 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select, text
+from sqlalchemy import event, func, select, text, update
 
 from app.api.services import jobs
 from app.core import leases
+from app.core.config import Settings
 from app.core.leases import Lease, LeaseLost
+from app.core.status import JobStatus
 from app.core.tables import Checkpoint, Event, Job, Metric
-from tests.utils import admin_connect, insert_job
+from tests.builders import insert_job
+from tests.stacks import Stack, postgres_admin
 from worker.sinks import DatabaseSinks
 
 
 @pytest.fixture
-def settings(stack):  # type: ignore[no-untyped-def]
+def settings(stack: Stack) -> Settings:
     return stack.settings().model_copy(update={"metrics_flush_every_s": 3600.0})
 
 
 @pytest.fixture
-def leased(stack, owner, settings) -> Iterator[Lease]:  # type: ignore[no-untyped-def]
+def leased(stack: Stack, owner: str, settings: Settings) -> Iterator[Lease]:
     """A queued job (no message sent) claimed by this test as its worker."""
     job_id = insert_job(stack, owner, status="queued", steps=50, enqueued_at=datetime.now(UTC))
     with stack.sessions()() as session:
@@ -34,23 +37,21 @@ def leased(stack, owner, settings) -> Iterator[Lease]:  # type: ignore[no-untype
     assert lease is not None
     yield lease
     with stack.sessions()() as session:  # end it, so the reaper leaves it alone
-        session.execute(
-            Job.__table__.update().where(Job.id == job_id).values(status="failed")  # type: ignore[attr-defined]
-        )
+        session.execute(update(Job).where(Job.id == job_id).values(status=JobStatus.FAILED))
         session.commit()
 
 
-def metric_rows(stack, job_id: str) -> list[tuple[str, int, float]]:  # type: ignore[no-untyped-def]
+def metric_rows(stack: Stack, job_id: str) -> list[tuple[str, int, float]]:
     with stack.sessions()() as session:
         rows = session.execute(
             select(Metric.name, Metric.step, Metric.value)
             .where(Metric.job_id == job_id)
             .order_by(Metric.step, Metric.name)
         )
-        return [tuple(r) for r in rows]  # type: ignore[misc]
+        return [(name, step, value) for name, step, value in rows]
 
 
-def job_row(stack, job_id: str) -> Job:  # type: ignore[no-untyped-def]
+def job_row(stack: Stack, job_id: str) -> Job:
     with stack.sessions()() as session:
         job = session.get(Job, job_id)
         assert job is not None
@@ -62,7 +63,9 @@ def feed(sinks: DatabaseSinks, steps: range, offset: float = 0.0) -> None:
         sinks.on_metrics(step, {"loss_d": step + offset, "loss_g": -step - offset})
 
 
-def test_claim_is_exclusive_and_counts_attempts(stack, owner, settings, leased) -> None:  # type: ignore[no-untyped-def]
+def test_claim_is_exclusive_and_counts_attempts(
+    stack: Stack, owner: str, settings: Settings, leased: Lease
+) -> None:
     job = job_row(stack, leased.job_id)
     assert (job.status, job.attempts, job.lease_token, job.lease_owner) == (
         "running",
@@ -73,7 +76,7 @@ def test_claim_is_exclusive_and_counts_attempts(stack, owner, settings, leased) 
     with stack.sessions()() as session:  # a duplicate delivery while the lease is fresh
         assert leases.claim(session, leased.job_id, "other:2", settings.lease_timeout_s) is None
         session.execute(
-            Job.__table__.update()  # type: ignore[attr-defined]
+            update(Job)
             .where(Job.id == leased.job_id)
             .values(heartbeat_at=datetime.now(UTC) - timedelta(hours=1))
         )
@@ -85,13 +88,13 @@ def test_claim_is_exclusive_and_counts_attempts(stack, owner, settings, leased) 
         with pytest.raises(LeaseLost):
             leases.heartbeat(session, leased)  # the first worker is fenced off
         assert leases.heartbeat(session, taken) == "running"
-        assert not leases.finish(session, leased, "succeeded")
-        assert leases.finish(session, taken, "succeeded")
+        assert not leases.finish(session, leased, JobStatus.SUCCEEDED)
+        assert leases.finish(session, taken, JobStatus.SUCCEEDED)
     assert job_row(stack, leased.job_id).status == "succeeded"
 
 
-def test_metrics_are_written_in_one_batch_and_never_duplicated(  # type: ignore[no-untyped-def]
-    stack, settings, leased
+def test_metrics_are_written_in_one_batch_and_never_duplicated(
+    stack: Stack, settings: Settings, leased: Lease
 ) -> None:
     sinks = DatabaseSinks(leased, stack.sessions(), settings, total_steps=50)
     feed(sinks, range(1, 26))
@@ -126,13 +129,13 @@ def test_metrics_are_written_in_one_batch_and_never_duplicated(  # type: ignore[
     assert values[("loss_d", 30)] == 1030.0
 
 
-def test_a_stale_worker_writes_nothing(stack, settings, leased) -> None:  # type: ignore[no-untyped-def]
+def test_a_stale_worker_writes_nothing(stack: Stack, settings: Settings, leased: Lease) -> None:
     sinks = DatabaseSinks(leased, stack.sessions(), settings, total_steps=50)
     feed(sinks, range(1, 6))
     assert sinks.flush()
     with stack.sessions()() as session:
         session.execute(
-            Job.__table__.update()  # type: ignore[attr-defined]
+            update(Job)
             .where(Job.id == leased.job_id)
             .values(heartbeat_at=datetime.now(UTC) - timedelta(hours=1))
         )
@@ -146,7 +149,9 @@ def test_a_stale_worker_writes_nothing(stack, settings, leased) -> None:  # type
     assert len(metric_rows(stack, leased.job_id)) == 10  # steps 1..5 only
 
 
-def test_checkpoints_are_recorded_and_removed(stack, settings, leased, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_checkpoints_are_recorded_and_removed(
+    stack: Stack, settings: Settings, leased: Lease, tmp_path: Path
+) -> None:
     sinks = DatabaseSinks(leased, stack.sessions(), settings, total_steps=50)
     folder = stack.data_dir / "jobs" / leased.job_id / "checkpoints"
     folder.mkdir(parents=True)
@@ -170,7 +175,9 @@ def test_checkpoints_are_recorded_and_removed(stack, settings, leased, tmp_path:
     assert kinds.count("checkpoint") == 2
 
 
-def test_cancel_reaches_should_stop(stack, owner, settings, leased) -> None:  # type: ignore[no-untyped-def]
+def test_cancel_reaches_should_stop(
+    stack: Stack, owner: str, settings: Settings, leased: Lease
+) -> None:
     sinks = DatabaseSinks(leased, stack.sessions(), settings, total_steps=50)
     feed(sinks, range(1, 3))
     assert sinks.flush() and not sinks.should_stop()
@@ -180,29 +187,31 @@ def test_cancel_reaches_should_stop(stack, owner, settings, leased) -> None:  # 
     assert sinks.flush()
     assert sinks.should_stop()
     with stack.sessions()() as session:
-        assert leases.finish(session, leased, "canceled")
+        assert leases.finish(session, leased, JobStatus.CANCELED)
     assert job_row(stack, leased.job_id).status == "canceled"
 
 
-def test_metrics_survive_a_database_outage(stack, settings, leased) -> None:  # type: ignore[no-untyped-def]
+def test_metrics_survive_a_database_outage(stack: Stack, settings: Settings, leased: Lease) -> None:
     if stack.kind != "services":
         pytest.skip("takes PostgreSQL down for a moment; SQLite has no server to refuse")
     sinks = DatabaseSinks(leased, stack.sessions(), settings, total_steps=50)
     feed(sinks, range(1, 11))
     name = stack.database_url.rsplit("/", 1)[1]
-    with admin_connect() as admin:
-        admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+    with postgres_admin() as admin:
+        admin.exec_driver_sql(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
         admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid()",
-            (name,),
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = :name AND pid <> pg_backend_pid()"
+            ),
+            {"name": name},
         )
         try:
             assert sinks.flush() is False  # refused: the points stay buffered
             feed(sinks, range(11, 16))
             assert sinks.flush() is False
         finally:
-            admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+            admin.exec_driver_sql(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
     assert sinks.flush()
     rows = metric_rows(stack, leased.job_id)
     assert [(n, s) for n, s, _ in rows] == [
@@ -214,8 +223,8 @@ def test_metrics_survive_a_database_outage(stack, settings, leased) -> None:  # 
     assert total is not None and total >= 30
 
 
-def test_expired_progress_events_are_pruned_and_the_others_kept(  # type: ignore[no-untyped-def]
-    stack, settings, leased
+def test_expired_progress_events_are_pruned_and_the_others_kept(
+    stack: Stack, settings: Settings, leased: Lease
 ) -> None:
     """Two events a second while training: a flush drops the job's progress and metrics
     events older than SNGAN_PROGRESS_EVENTS_KEEP_S (at most once a minute); status, sample
