@@ -9,9 +9,8 @@ from __future__ import annotations
 import errno
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -20,14 +19,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.core import leases
 from app.core.config import Settings, get_settings
 from app.core.db import session_factory
+from app.core.job_data import DatasetDeleted, job_data
 from app.core.leases import Lease, LeaseLost
 from app.core.status import JobStatus
-from app.core.tables import Checkpoint, Dataset, Job, Metric, SampleGrid, utcnow
+from app.core.tables import Checkpoint, Job, Metric, SampleGrid, utcnow
 from models import (
     ARCHS,
     CheckpointError,
     DatasetError,
-    DataSpec,
     DivergedError,
     EvaluationUnavailable,
     ImageDataset,
@@ -43,14 +42,7 @@ from worker.sinks import DatabaseSinks, Heartbeat, retry_while_db_down
 
 log = logging.getLogger(__name__)
 
-SYNTHETIC_IMAGES = DataSpec().num_images  # when the request does not say
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-
-
-@dataclass(frozen=True)
-class StoredDataset:
-    path: Path
-    format: str
 
 
 def run_claimed(lease: Lease, settings: Settings | None = None) -> None:
@@ -64,16 +56,13 @@ def _run_claimed(lease: Lease, settings: Settings) -> None:
     sessions = session_factory()
     job_id = lease.job_id
     with sessions() as session:
-        job = session.get(Job, job_id)
-        assert job is not None
-        ref, spec, total_steps = dict(job.config["dataset"]), job.run_spec(), job.total_steps
-        stored = _stored_dataset(session, job, settings)
+        total_steps = session.scalars(select(Job.total_steps).where(Job.id == job_id)).one()
 
     log.info("job %s: training (attempt lease %d, owner %s)", job_id, lease.token, lease.owner)
     sinks = DatabaseSinks(lease, sessions, settings, total_steps)
     try:
         with Heartbeat(lease, sessions, settings, sinks):
-            cfg, dataset = build_run_config(spec, ref, stored, settings)
+            cfg, dataset = build_run_config(sessions, job_id, settings)
             resume_from, resume_step = choose_resume_point(sessions, lease, settings)
             sinks.step = resume_step
             trainer = Trainer(
@@ -146,21 +135,19 @@ def _hand_back(sessions: sessionmaker[Session], lease: Lease, step: int) -> None
             log.warning("job %s: lease lost before handing the job back", lease.job_id)
 
 
-def _stored_dataset(session: Session, job: Job, settings: Settings) -> StoredDataset | None:
-    if job.dataset_id is None:
-        return None
-    dataset = session.get(Dataset, job.dataset_id)
-    if dataset is None:
-        return None
-    return StoredDataset(settings.data_dir / dataset.path, dataset.format)
-
-
 def build_run_config(
-    spec: dict[str, Any], ref: dict[str, Any], stored: StoredDataset | None, settings: Settings
+    sessions: sessionmaker[Session], job_id: str, settings: Settings
 ) -> tuple[RunConfig, ImageDataset]:
-    """The job's run spec (its body less `name` and `dataset`) as a `models.RunConfig`, for
-    the dataset `ref` names, with the model's channels and classes read from the data."""
-    data = _data_spec(ref, stored, settings)
+    """The job's run spec (its body less `name` and `dataset`) as a `models.RunConfig`, on
+    the data the job names, with the model's channels and classes read from that data."""
+    with sessions() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        spec = job.run_spec()
+        try:
+            data, _ = job_data(session, settings, job)
+        except DatasetDeleted as e:
+            raise DatasetError(str(e)) from None
     # the model config is built once its channels and classes are known (a conditional model
     # without classes does not construct), so the data is read first
     model = dict(spec.get("model") or {})
@@ -170,17 +157,6 @@ def build_run_config(
     model.update(channels=dataset.channels, num_classes=dataset.num_classes)
     cfg = RunConfig.from_dict({**spec, "model": model})
     return replace(cfg, data=data, keep_last=settings.keep_checkpoints), dataset
-
-
-def _data_spec(ref: dict[str, Any], stored: StoredDataset | None, settings: Settings) -> DataSpec:
-    """Where the job's dataset is read from: an upload, a built-in one, or synthetic shapes."""
-    if ref.get("id"):
-        if stored is None:
-            raise DatasetError(f"dataset {ref['id']} was deleted")
-        return DataSpec(source=stored.format, path=str(stored.path))
-    if ref["source"] == "synthetic":
-        return DataSpec(source="synthetic", num_images=ref.get("num_images") or SYNTHETIC_IMAGES)
-    return DataSpec(source=ref["source"], path=str(settings.data_dir))
 
 
 def choose_resume_point(

@@ -20,13 +20,13 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from sqlalchemy.orm import Session
 
 from app.api.errors import ApiError
 from app.core.config import Settings
+from app.core.job_data import DatasetDeleted, job_data, uploaded_data
 from app.core.tables import Dataset, Job
 from models.config import ARCHS, DataSpec
 
@@ -52,25 +52,21 @@ class PreviewSource:
 
 
 def for_job(session: Session, settings: Settings, job: Job) -> PreviewSource:
-    """The job's training data, as the worker resolves it (worker.training.build_run_config)."""
-    ref: dict[str, Any] = job.config["dataset"]
+    """The job's training data, as the worker resolves it (app.core.job_data)."""
+    try:
+        data, dataset = job_data(session, settings, job)
+    except DatasetDeleted:
+        raise ApiError(
+            409, "dataset_deleted", f"the dataset of job {job.id} has been deleted"
+        ) from None
     resolution = ARCHS[job.config["model"]["arch"]]
-    if ref.get("id"):
-        dataset = session.get(Dataset, job.dataset_id) if job.dataset_id else None
-        if dataset is None:
-            raise ApiError(409, "dataset_deleted", f"the dataset of job {job.id} has been deleted")
+    if dataset is not None:
         return for_dataset(settings, dataset, resolution)
-    if ref["source"] == "synthetic":
-        # DataSpec's default size is the worker's when the job gave none
-        sized = {"num_images": ref["num_images"]} if ref.get("num_images") else {}
-        data = DataSpec(source="synthetic", **sized)
-    else:  # cifar10 / stl10: the standard files under the data directory
-        data = DataSpec(source=ref["source"], path=str(settings.data_dir))
     return PreviewSource(data, resolution, settings.job_dir(job.id) / "previews")
 
 
 def for_dataset(settings: Settings, dataset: Dataset, resolution: int) -> PreviewSource:
-    data = DataSpec(source=dataset.format, path=str(settings.data_dir / dataset.path))
+    data = uploaded_data(settings, dataset)
     return PreviewSource(data, resolution, settings.datasets_dir / dataset.id / "previews")
 
 
