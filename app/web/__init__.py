@@ -1,8 +1,18 @@
 """The dashboard: HTML pages and ES modules served by the API's own app (no build step).
 
-Pages live in ``app/web/pages/`` (one HTML file each), their scripts in ``app/web/static/js/``
-and talk to the public ``/v1`` API only, through ``static/js/api.js``. ``routes.py`` serves
-them; ``app.main.create_app`` mounts ``router``.
+Where each part lives:
+
+- ``/`` (jobs list, new-job form): ``pages/jobs.html`` + ``static/js/jobs.js``
+- ``/jobs/{id}`` (one job): ``pages/job.html`` + ``static/js/job.js``, which uses
+  ``charts.js`` (curves), ``timeline.js`` (training grids, real images) and ``generate.js``
+- ``/compare``: ``pages/compare.html`` + ``static/js/compare.js``
+- ``static/js/api.js``: the only way a page reaches the service (the public ``/v1`` API, the
+  key, the event stream, errors beside their fields); ``static/js/ui.js``: shared pieces;
+  ``static/css/app.css``: the one stylesheet
+- ``routes.py``: serves the pages and static files, and plotly.js from the installed
+  ``plotly`` package; ``docs.py``: ``/docs`` and ``/redoc`` without a CDN
+
+``app.main.create_app`` mounts both routers.
 """
 
 from app.web.routes import router

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 # A tiny job: a few dozen steps a second on one CPU core.
-TINY = {
+TINY: dict[str, Any] = {
     "dataset": {"source": "synthetic", "num_images": 256},
     "model": {"arch": "cnn32", "g_ch": 16, "d_ch": 16},
     "train": {"steps": 60, "batch_size": 16, "n_dis": 1},
@@ -24,7 +24,7 @@ FINISHED = ("succeeded", "failed", "canceled")
 
 
 def job_body(steps: int = 60, **top: Any) -> dict[str, Any]:
-    body = {k: dict(v) if isinstance(v, dict) else v for k, v in TINY.items()}
+    body: dict[str, Any] = {k: dict(v) if isinstance(v, dict) else v for k, v in TINY.items()}
     body["train"]["steps"] = steps
     body.update(top)
     return body

@@ -74,6 +74,12 @@ def test_dragging_the_slider_loads_another_training_grid(live, trained, open_pag
     page.wait_for_function("document.querySelector('#real').naturalWidth > 0")
     shot(page)
 
+    # play runs through the grids from the slider's place to the newest, then stops
+    page.click("#play")
+    page.wait_for_selector('#grid[data-step="60"]')
+    page.wait_for_function("document.querySelector('#play').textContent === '▶'")
+    assert page.locator("#grid-step").input_value() == "5"
+
 
 def generate(page, seed: int, n: int = 4) -> str:  # type: ignore[no-untyped-def]
     """Generate with `seed` through the panel; the sha256 the page shows for the image."""
@@ -114,6 +120,21 @@ def test_the_same_seed_gives_the_same_image_and_another_seed_another(
     generate(page, seed=7)
     assert "checkpoint step 60 · seed 7" in page.locator("#generated-info").inner_text()
     shot(page)
+
+    # downloads need the key too: fetched with it, saved from an object URL
+    with page.expect_download() as png:
+        page.click('#generated [data-format="grid"]')
+    assert hashlib.sha256(png.value.path().read_bytes()).hexdigest() == first
+    with page.expect_download() as npy:
+        page.click('#generated [data-format="npy"]')
+    assert npy.value.suggested_filename.endswith("-step60-seed7.npy")
+    assert npy.value.path().read_bytes().startswith(b"\x93NUMPY")
+    with live.client(trained["key"]) as api:
+        listed = api.get(f"/v1/jobs/{trained['id']}/checkpoints").json()["data"]
+    with page.expect_download() as checkpoint:
+        page.click('#checkpoints button[data-step="60"]')
+    sha = hashlib.sha256(checkpoint.value.path().read_bytes()).hexdigest()
+    assert sha == next(c["sha256"] for c in listed if c["step"] == 60)
 
 
 def test_cancel_and_delete_from_the_job_page(live, open_page, shot) -> None:  # type: ignore[no-untyped-def]
@@ -196,6 +217,15 @@ def test_a_long_run_loads_downsampled_and_zooming_fetches_full_detail(
     # the other charts follow the zoom
     assert page.evaluate("document.querySelector('#chart-d').layout.xaxis.range") == [1000, 1100]
     shot(page)
+
+    # log scale, and smoothing off (the faint raw traces go: the curves are the raw values)
+    page.check("#log-scale")
+    assert page.evaluate("document.querySelector('#chart-losses').layout.yaxis.type") == "log"
+    page.eval_on_selector(
+        "#smoothing", "el => { el.value = '0'; el.dispatchEvent(new Event('input')); }"
+    )
+    names = page.evaluate("document.querySelector('#chart-losses').data.map((t) => t.name)")
+    assert names == ["loss_d", "loss_g"]
 
 
 def test_a_dropped_event_stream_is_resumed_with_last_event_id(

@@ -3,7 +3,10 @@ page, a bad value is shown beside its field, and the key decides what is seen.""
 
 from __future__ import annotations
 
+import io
 import re
+
+import numpy as np
 
 from tests.web.helpers import cancel_all, job_body, wait_status
 
@@ -193,3 +196,55 @@ def test_the_page_asks_for_a_key_once_and_shows_only_that_keys_jobs(live, open_p
     wrong = open_page(f"{live.url}/", "sngan_0000_not-a-key")
     wrong.locator("dialog.key-dialog").wait_for()
     assert "invalid or revoked" in wrong.locator("dialog.key-dialog").inner_text()
+
+
+def npz(images: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, images=images)
+    return buffer.getvalue()
+
+
+def test_a_dataset_uploaded_through_the_form_is_trained_on(live, open_page, shot) -> None:  # type: ignore[no-untyped-def]
+    key = live.new_key()
+    page = open_page(f"{live.url}/", key)
+    form_ready(page)
+    page.select_option('#new-job [name="dataset"]', "upload")
+    # a file that is not a dataset: the API's 422 is shown beside the file field
+    page.set_input_files(
+        '#new-job [name="file"]',
+        {"name": "notes.npz", "mimeType": "application/octet-stream", "buffer": b"not a zip"},
+    )
+    page.click('#new-job button[type="submit"]')
+    error = page.locator('.field-error[data-field="file"]')
+    error.wait_for()
+    assert "not a .npz or .zip" in error.inner_text()
+
+    images = np.random.default_rng(0).integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
+    page.set_input_files(
+        '#new-job [name="file"]',
+        {"name": "mine.npz", "mimeType": "application/octet-stream", "buffer": npz(images)},
+    )
+    fill_form(
+        page,
+        {
+            "name": "on-my-images",
+            "model.arch": "cnn32",
+            "model.g_ch": "16",
+            "model.d_ch": "16",
+            "train.steps": "40",
+            "train.batch_size": "16",
+            "train.n_dis": "1",
+        },
+    )
+    page.click('#new-job button[type="submit"]')
+    page.locator("#jobs a.job-name", has_text="on-my-images").wait_for()
+    with live.client(key) as api:
+        [dataset] = api.get("/v1/datasets").json()["data"]
+        [job] = api.get("/v1/jobs").json()["data"]
+        assert (dataset["filename"], dataset["num_images"]) == ("mine.npz", 64)
+        assert job["config"]["dataset"]["id"] == dataset["id"]
+        cancel_all(api)
+    # the upload is now one of the form's datasets, and chosen
+    assert page.input_value('#new-job [name="dataset"]') == f"id:{dataset['id']}"
+    assert page.locator(".field-error").count() == 0
+    shot(page)

@@ -20,7 +20,10 @@ const thumbs = new Map(); // job id -> newest grid step shown in its thumbnail
 
 // --- the list -----------------------------------------------------------------------------
 
+let latestLoad = 0; // a filter change while a poll is in flight: only the newest renders
+
 async function loadJobs() {
+  const load = ++latestLoad;
   // one request for everything shown: up to 200 per page, then follow the cursor
   const jobs = [];
   let cursor = null;
@@ -31,6 +34,7 @@ async function loadJobs() {
     jobs.push(...page.data);
     cursor = page.next_cursor;
   } while (cursor && jobs.length < shown);
+  if (load !== latestLoad) return;
   nextCursor = cursor;
   render(jobs);
 }
