@@ -114,6 +114,16 @@ def test_a_job_submitted_through_the_form_trains_live_on_its_page(live, open_pag
             assert [p["step"] for p in points["data"]] == list(range(1, 61))
             page.wait_for_selector("#grid[data-step]")
             shot(page, "job")
+
+            # back on the list: the job's newest training grid is its thumbnail
+            page.click("header.top >> text=Jobs")
+            thumb = page.locator("#jobs tbody tr", has=page.locator("a", has_text="form-tiny"))
+            thumb.locator("td.thumb img").wait_for()
+            page.wait_for_function(
+                "[...document.querySelectorAll('#jobs td.thumb img')]"
+                ".some((img) => img.naturalWidth > 0 && img.title.endsWith('step 60'))"
+            )
+            shot(page, "jobs-done")
         finally:
             cancel_all(api)
 

@@ -52,10 +52,11 @@ function render(jobs) {
     }
     const cells = tr.children;
     cells[1].innerHTML = `<a class="job-name" href="/jobs/${esc(job.id)}">${esc(job.name)}</a>
-      <div class="muted mono">${esc(job.id.slice(0, 8))} · ${esc(fmt.time(job.created_at))}</div>`;
+      <div class="muted mono nowrap">${esc(job.id.slice(0, 8))} · ${esc(fmt.time(job.created_at))}</div>`;
     cells[2].innerHTML = statusBadge(job.status);
     cells[3].innerHTML = progressHtml(job.progress, job.status);
-    cells[4].innerHTML = `<span class="mono">${esc(metricsText(job.latest_metrics)) || "—"}</span>`;
+    const losses = ["loss_d", "loss_g"].map((n) => metricsText(job.latest_metrics, [n])).filter(Boolean);
+    cells[4].innerHTML = `<div class="mono nowrap">${losses.map(esc).join("<br>") || "—"}</div>`;
     // keep the order of the answer (newest first), moving rows only when needed
     const want = previous ? previous.nextSibling : table.firstChild;
     if (want !== tr) table.insertBefore(tr, want);
