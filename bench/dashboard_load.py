@@ -1,13 +1,14 @@
 """How long the dashboard's job page takes to draw its curves, for a long run and a short one.
 
-Starts uvicorn (one process, ``SNGAN_AUTH=off``, no worker) on a fresh database (SQLite in a
-temp directory, or a fresh PostgreSQL database with ``--postgres``, dropped at the end),
-writes two finished jobs straight into it (``--points`` steps of the six training series, and
-``--baseline`` steps), then opens ``/jobs/<id>`` in headless Chromium (Playwright, Debian's
-``/usr/bin/chromium``) ``--repeats`` times per job, each in a fresh browser context (an empty
-HTTP cache), after one unrecorded warm-up load. A load is timed from the navigation's start
-to the moment the page marks its curves drawn (``document.body.dataset.chartsReady``). Prints
-one table. Not a test: nothing is asserted.
+Runs ``sngan serve`` (bench/stack.py; ``SNGAN_AUTH=off``, one API process and its idle
+worker) on a scratch data directory with SQLite, or on a PostgreSQL database made for the run
+with ``--postgres`` (dropped at the end); writes two finished jobs straight into its database
+(``--points`` steps of the six training series, and ``--baseline`` steps); then opens
+``/jobs/<id>`` in headless Chromium (Playwright, Debian's ``/usr/bin/chromium``) ``--repeats``
+times per job, each in a fresh browser context (an empty HTTP cache), after one unrecorded
+warm-up load. A load is timed from the navigation's start to the moment the page marks its
+curves drawn (``document.body.dataset.chartsReady``). Prints one table. Not a test: nothing
+is asserted.
 
     .venv/bin/python bench/dashboard_load.py --points 200000 --baseline 2000 --repeats 5
 """
@@ -18,65 +19,25 @@ import argparse
 import contextlib
 import os
 import platform
-import secrets
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench.stack import POSTGRES_URL, running, scratch_services, service_env  # noqa: E402
 
 NAMES = ("loss_d", "loss_g", "d_real", "d_fake", "lr", "steps_per_s")
 BATCH = 20_000  # rows per INSERT
 READY = "document.body && document.body.dataset.chartsReady === '1'"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def database(postgres: str | None, workdir: Path) -> Iterator[str]:
-    """A fresh, migrated database's URL; a PostgreSQL one is dropped afterwards."""
-    from app.core.db import get_engine, migrate
-
-    if postgres is None:
-        url = f"sqlite:///{workdir / 'data' / 'sngan.db'}"
-        migrate(url)
-        yield url
-        get_engine(url).dispose()
-        return
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    admin = make_url(postgres)
-    name = f"sngan_bench_{secrets.token_hex(4)}"
-    conninfo = admin.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = admin.set(database=name).render_as_string(hide_password=False)
-    try:
-        migrate(url)
-        yield url
-    finally:
-        get_engine(url).dispose()
-        with psycopg.connect(conninfo, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def insert_job(url: str, steps: int, seed: int) -> tuple[str, float]:
@@ -149,53 +110,6 @@ def insert_job(url: str, steps: int, seed: int) -> tuple[str, float]:
     return job_id, time.perf_counter() - t0
 
 
-@contextlib.contextmanager
-def api(url: str, workdir: Path) -> Iterator[str]:
-    """uvicorn serving the app on a loopback port; its base URL."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SNGAN_")}
-    env.update(
-        SNGAN_DATA_DIR=str(workdir / "data"),
-        SNGAN_DATABASE_URL=url,
-        SNGAN_AUTH="off",
-        SNGAN_MIGRATE_ON_STARTUP="false",
-        SNGAN_LOG_LEVEL="WARNING",
-        PYTHONPATH=str(REPO),
-    )
-    if not url.startswith("sqlite"):
-        env["SNGAN_BROKER_URL"] = os.environ.get(
-            "SNGAN_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"
-        )
-        env["SNGAN_BROKER_KEY_PREFIX"] = f"sngan-bench-{secrets.token_hex(4)}:"
-    argv = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory"]
-    argv += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-    log = workdir / "api.log"
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"uvicorn exited:\n{log.read_text()[-3000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"uvicorn did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.2)
-        yield base
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 def load_once(browser: Any, url: str, job_id: str) -> dict[str, float]:
     """One load of the job page in a fresh context: ms to curves drawn, points fetched from
     /metrics, points drawn, and the /metrics bytes."""
@@ -258,41 +172,52 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=200_000, help="steps per series (long run)")
     parser.add_argument("--baseline", type=int, default=2_000, help="steps per series (short)")
     parser.add_argument("--repeats", type=int, default=5, help="timed loads per job")
-    parser.add_argument("--postgres", help="a PostgreSQL URL to make a fresh database under")
+    parser.add_argument(
+        "--postgres",
+        nargs="?",
+        const=POSTGRES_URL,
+        help=f"run on PostgreSQL: a database made under this URL (default {POSTGRES_URL})",
+    )
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     args = parser.parse_args()
 
     from playwright.sync_api import sync_playwright
 
     load_before = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory(prefix="sngan-dash-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="sngan-dash-") as tmp, contextlib.ExitStack() as ctx:
         workdir = Path(tmp)
-        (workdir / "data").mkdir()
-        with database(args.postgres, workdir) as url:
-            jobs = []
-            for n, seed in ((args.points, 1), (args.baseline, 2)):
-                job_id, seconds = insert_job(url, n, seed)
-                rate = n * len(NAMES) / seconds
-                print(f"inserted {n:,} steps x {len(NAMES)} series: {rate:,.0f} rows/s", flush=True)
-                jobs.append((n, job_id))
-            with api(url, workdir) as base, sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
-                version = browser.version
-                rows = []
-                for n, job_id in jobs:
-                    page_url = f"{base}/jobs/{job_id}"
-                    warm = load_once(browser, page_url, job_id)
-                    runs = [load_once(browser, page_url, job_id) for _ in range(args.repeats)]
-                    rows.append((n, warm, runs))
-                    times = ", ".join(f"{r['ms']:.0f}" for r in runs)
-                    print(f"{n:,} steps: warm-up {warm['ms']:.0f} ms, runs {times}", flush=True)
-                browser.close()
+        data_dir = workdir / "data"
+        if args.postgres:
+            settings = ctx.enter_context(scratch_services(args.postgres))
+        else:
+            settings = {"SNGAN_DATABASE_URL": f"sqlite:///{data_dir / 'sngan.db'}"}
+        env = service_env(data_dir, SNGAN_AUTH="off", SNGAN_LOG_LEVEL="WARNING", **settings)
+        service = ctx.enter_context(running(env, workdir))
+        base = service.serve()  # the database is migrated once it answers
+        jobs = []
+        for n, seed in ((args.points, 1), (args.baseline, 2)):
+            job_id, seconds = insert_job(settings["SNGAN_DATABASE_URL"], n, seed)
+            rate = n * len(NAMES) / seconds
+            print(f"inserted {n:,} steps x {len(NAMES)} series: {rate:,.0f} rows/s", flush=True)
+            jobs.append((n, job_id))
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
+            version = browser.version
+            rows = []
+            for n, job_id in jobs:
+                page_url = f"{base}/jobs/{job_id}"
+                warm = load_once(browser, page_url, job_id)
+                runs = [load_once(browser, page_url, job_id) for _ in range(args.repeats)]
+                rows.append((n, warm, runs))
+                times = ", ".join(f"{r['ms']:.0f}" for r in runs)
+                print(f"{n:,} steps: warm-up {warm['ms']:.0f} ms, runs {times}", flush=True)
+            browser.close()
 
     kind = "PostgreSQL" if args.postgres else "SQLite (embedded)"
     print()
     print(
         f"Job page, navigation to curves drawn: {os.cpu_count()} CPUs ({platform.machine()}), "
-        f"Chromium {version} headless, {kind}, one uvicorn process, no worker; "
+        f"Chromium {version} headless, {kind}, sngan serve (one API process, an idle worker); "
         f"{args.repeats} loads per job, each in a fresh browser context, after one warm-up"
     )
     print(
