@@ -62,10 +62,14 @@ def static_version() -> str:
     return digest.hexdigest()[:12]
 
 
-@cache
+_assets: dict[str, Asset] = {}  # only files that exist: a request cannot grow it
+
+
 def _asset(name: str) -> Asset | None:
     """A static file by its path under ``static/`` (or a vendored one), read and gzipped once;
     None when there is no such file. Paths never leave ``static/``."""
+    if name in _assets:
+        return _assets[name]
     if name in VENDOR:
         path = _vendor_path(name)
     else:
@@ -76,7 +80,9 @@ def _asset(name: str) -> Asset | None:
     media_type = _MEDIA_TYPES.get(path.suffix) or (
         mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     )
-    return Asset(body, gzip.compress(body, compresslevel=6, mtime=0), media_type)
+    asset = Asset(body, gzip.compress(body, compresslevel=6, mtime=0), media_type)
+    _assets[name] = asset
+    return asset
 
 
 @cache
