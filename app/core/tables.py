@@ -118,6 +118,9 @@ class Job(Base):
     latest_metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
+    # the best checkpoint by FID (lowest), pinned against keep-last-K; NULL until FID is evaluated
+    best_fid: Mapped[float | None] = mapped_column(Float)
+    best_step: Mapped[int | None]
 
     # reliability: who owns the run, since when, and a fencing token bumped on every claim
     attempts: Mapped[int] = mapped_column(default=0)
