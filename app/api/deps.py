@@ -7,7 +7,7 @@ which resolves the key and does the route's reads in one trip to the thread pool
 
 from __future__ import annotations
 
-import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, TypeVar
@@ -21,13 +21,8 @@ from app.api.errors import ApiError
 from app.api.ratelimit import check_rate
 from app.core.config import get_settings
 from app.core.db import get_session, session_scope
+from app.core.security import find_key, hash_key
 
-# re-exported: callers that created keys through app.api.deps keep working
-from app.core.security import create_api_key as create_api_key
-from app.core.security import find_key
-from app.core.security import revoke_api_key as revoke_api_key
-
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 LOCAL_OWNER = "local"
@@ -39,9 +34,30 @@ class Principal:
     key_id: str | None  # None when auth is off
 
 
+# Keys verified lately, by the sha256 of the key: (when verified, who). A polled route then
+# costs no key read; a key revoked elsewhere keeps working in this process for at most
+# SNGAN_AUTH_CACHE_S. Only valid keys are kept, so a wrong key is read (and refused) each time.
+_verified: dict[str, tuple[float, Principal]] = {}
+_VERIFIED_MAX = 10_000  # distinct keys kept; past it the cache starts over
+
+
 def verify_api_key(session: Session, key: str) -> Principal | None:
+    ttl = get_settings().auth_cache_s
+    digest = hash_key(key) if ttl > 0 else ""
+    cached = _verified.get(digest) if ttl > 0 else None
+    now = time.monotonic()
+    if cached is not None and now - cached[0] < ttl:
+        return cached[1]
     row = find_key(session, key)
-    return None if row is None else Principal(owner=row.owner, key_id=row.id)
+    if row is None:
+        _verified.pop(digest, None)
+        return None
+    principal = Principal(owner=row.owner, key_id=row.id)
+    if ttl > 0:
+        if len(_verified) >= _VERIFIED_MAX:
+            _verified.clear()
+        _verified[digest] = (now, principal)
+    return principal
 
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`.")
