@@ -115,9 +115,10 @@ def cancel_all(api: httpx.Client) -> None:
             api.post(f"/v1/jobs/{job['id']}/cancel")
 
 
-def insert_long_job(stack: Any, owner: str, steps: int) -> str:
-    """A succeeded job of `owner` with `steps` points in each training series, written
-    straight into the stack's database (as the worker's sinks write them); its id."""
+def insert_long_job(stack: Any, owner: str, steps: int, eval_every: int = 0) -> str:
+    """A succeeded job of `owner` with `steps` points in each training series (and IS and
+    FID every `eval_every` steps), written straight into the stack's database as the
+    worker's sinks write them; its id."""
     import uuid
     from datetime import UTC, datetime, timedelta
 
@@ -152,6 +153,11 @@ def insert_long_job(stack: Any, owner: str, steps: int) -> str:
             {"job_id": job_id, "name": n, "step": s, "value": 1.0 + (s % 7) / 10, "time": start}
             for s in range(1, steps + 1)
             for n in names
+        ]
+        rows += [
+            {"job_id": job_id, "name": n, "step": s, "value": v + s / 1000, "time": start}
+            for s in range(eval_every, steps + 1, eval_every or steps + 1)
+            for n, v in (("is_mean", 2.0), ("fid", 80.0))
         ]
         session.execute(insert(Metric), rows)
         session.commit()

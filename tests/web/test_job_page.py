@@ -188,7 +188,7 @@ def test_a_long_run_loads_downsampled_and_zooming_fetches_full_detail(
 ) -> None:  # type: ignore[no-untyped-def]
     owner = f"long-{secrets.token_hex(3)}"
     key = live.new_key(owner)
-    job_id = insert_long_job(live.stack, owner, steps=5000)
+    job_id = insert_long_job(live.stack, owner, steps=5000, eval_every=1000)
     metric_requests: list[str] = []
     page = open_page(f"{live.url}/jobs/{job_id}", key)
     page.on("request", lambda r: metric_requests.append(r.url) if "/metrics?" in r.url else None)
@@ -197,6 +197,10 @@ def test_a_long_run_loads_downsampled_and_zooming_fetches_full_detail(
     overview = page.evaluate(STEPS_OF, ["#chart-losses", "loss_d"])
     assert overview == list(range(3, 5001, 3))
     assert "1 step in 3" in page.locator("#curves-note").inner_text()
+    # IS and FID are evaluated every 1000 steps (not a multiple of 3): none is skipped
+    evaluated = [1000, 2000, 3000, 4000, 5000]
+    assert page.evaluate(STEPS_OF, ["#chart-is", "is_mean"]) == evaluated
+    assert page.evaluate(STEPS_OF, ["#chart-fid", "fid"]) == evaluated
 
     # a zoom (what a drag on the chart does) fetches steps 1000..1100 at full detail
     page.evaluate(
