@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from app.api.errors import install_error_handlers
+from app.api.limits import RequestLimitsMiddleware
 from app.api.observability import RequestMetricsMiddleware, Telemetry
 from app.api.routes import datasets, jobs, ops, outputs
 from app.api.schemas import error_responses
@@ -92,6 +93,7 @@ def create_app() -> FastAPI:
     telemetry = Telemetry(counts=_job_counts, depth=queue.queue_depth)
     app.state.telemetry = telemetry
     install_error_handlers(app)
+    app.add_middleware(RequestLimitsMiddleware)  # body size, NUL bytes: before any route
     app.add_middleware(RequestMetricsMiddleware, telemetry=telemetry)
     for module in (datasets, jobs, outputs):
         # any authenticated route may answer 429 (rate limit) or 503 (database unreachable)

@@ -79,10 +79,24 @@ def field_name(loc: Sequence[int | str]) -> str:
     return out or "request"
 
 
+# An error body never grows with the request: at most this many details, each message and
+# field name cut to this many characters (the input itself is never echoed).
+MAX_DETAILS = 20
+MAX_TEXT = 200
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + "…"
+
+
 def validation_details(errors: Sequence[Any]) -> list[dict[str, Any]]:
     return [
-        {"field": field_name(e.get("loc", ())), "message": e.get("msg", ""), "type": e.get("type")}
-        for e in errors
+        {
+            "field": _cut(field_name(e.get("loc", ()))),
+            "message": _cut(str(e.get("msg", ""))),
+            "type": e.get("type"),
+        }
+        for e in errors[:MAX_DETAILS]
     ]
 
 
@@ -97,6 +111,8 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     details = validation_details(exc.errors())
     message = "; ".join(f"{d['field']}: {d['message']}" for d in details) or "invalid request"
+    if len(exc.errors()) > MAX_DETAILS:
+        message += f"; and {len(exc.errors()) - MAX_DETAILS} more errors"
     return JSONResponse(error_body("validation_error", message, details), status_code=422)
 
 

@@ -13,7 +13,7 @@ from dataclasses import MISSING, fields
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, model_validator
 from pydantic_core import PydanticCustomError
 
 from app.core.config import get_settings
@@ -46,6 +46,29 @@ def at_most(setting: str) -> AfterValidator:
     return AfterValidator(check)
 
 
+# The database's integer domains: a value outside them is a 422 here, never an overflow in the
+# driver (a 500). Query and path integers take Int64; stored labels and class counts Int32.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+INT32_MAX = 2**31 - 1
+Int64 = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
+# Body integers are also strict: JSON `true` is not the integer 1, nor "5" the integer 5.
+BodyInt = Annotated[int, Strict(), Field(ge=INT64_MIN, le=INT64_MAX)]
+# Lists in a request body: bounded, so a body of a million entries is refused by its length
+# before each entry is validated (and its errors echoed).
+MAX_LIST_ITEMS = 16
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise PydanticCustomError("nul_byte", "must not contain a NUL byte")
+    return value
+
+
+# Every string of a request body: PostgreSQL cannot store NUL in text (the URL and headers are
+# checked by app.api.limits).
+Text = Annotated[str, AfterValidator(_no_nul)]
+
+
 def _strict(title: str) -> ConfigDict:
     return ConfigDict(extra="forbid", title=title)
 
@@ -67,9 +90,9 @@ class DatasetRef(BaseModel):
 
     model_config = _strict("DatasetRef")
 
-    id: str | None = Field(default=None, max_length=64, description="An uploaded dataset's id.")
+    id: Text | None = Field(default=None, max_length=64, description="An uploaded dataset's id.")
     source: BuiltinSource | None = Field(default=None, description="A built-in dataset.")
-    num_images: Annotated[int, Field(ge=1), at_most("max_dataset_images")] | None = Field(
+    num_images: Annotated[BodyInt, Field(ge=1), at_most("max_dataset_images")] | None = Field(
         default=None, description="Size of the `synthetic` dataset (default 10000)."
     )
 
@@ -88,20 +111,24 @@ class ModelSpec(BaseModel):
     model_config = _strict("ModelSpec")
 
     arch: Arch = spec(ModelConfig, "arch")
-    z_dim: Annotated[int, Field(ge=1), at_most("max_z_dim")] = spec(ModelConfig, "z_dim")
-    g_ch: Annotated[int, Field(ge=1), at_most("max_channels")] | None = spec(ModelConfig, "g_ch")
-    d_ch: Annotated[int, Field(ge=1), at_most("max_channels")] | None = spec(ModelConfig, "d_ch")
+    z_dim: Annotated[BodyInt, Field(ge=1), at_most("max_z_dim")] = spec(ModelConfig, "z_dim")
+    g_ch: Annotated[BodyInt, Field(ge=1), at_most("max_channels")] | None = spec(
+        ModelConfig, "g_ch"
+    )
+    d_ch: Annotated[BodyInt, Field(ge=1), at_most("max_channels")] | None = spec(
+        ModelConfig, "d_ch"
+    )
     conditional: bool = spec(ModelConfig, "conditional")
 
 
 class TrainSpec(BaseModel):
     model_config = _strict("TrainSpec")
 
-    steps: Annotated[int, Field(ge=1), at_most("max_steps")] = spec(TrainConfig, "steps")
-    batch_size: Annotated[int, Field(ge=1), at_most("max_batch_size")] = spec(
+    steps: Annotated[BodyInt, Field(ge=1), at_most("max_steps")] = spec(TrainConfig, "steps")
+    batch_size: Annotated[BodyInt, Field(ge=1), at_most("max_batch_size")] = spec(
         TrainConfig, "batch_size"
     )
-    n_dis: Annotated[int, Field(ge=1), at_most("max_n_dis")] = spec(TrainConfig, "n_dis")
+    n_dis: Annotated[BodyInt, Field(ge=1), at_most("max_n_dis")] = spec(TrainConfig, "n_dis")
     loss: Loss = spec(TrainConfig, "loss")
     # No upper bound: a learning rate too large to train diverges, and the job ends
     # `failed` with code `diverged` and its last good checkpoint.
@@ -112,18 +139,21 @@ class TrainSpec(BaseModel):
     )
     lr_decay: LrDecay = spec(TrainConfig, "lr_decay")
     ema_decay: float | None = spec(TrainConfig, "ema_decay", gt=0, lt=1)
-    seed: int = spec(TrainConfig, "seed", ge=0, le=2**63 - 1)
+    ema_rampup: float | None = spec(TrainConfig, "ema_rampup", gt=0, allow_inf_nan=False)
+    ema_start: BodyInt = spec(TrainConfig, "ema_start", ge=0)
+    ema_standing_stats: bool = spec(TrainConfig, "ema_standing_stats")
+    seed: BodyInt = spec(TrainConfig, "seed", ge=0)
     precision: Precision = spec(TrainConfig, "precision")
 
 
 class EvalSpec(BaseModel):
     model_config = _strict("EvalSpec")
 
-    every: int = spec(EvalConfig, "every", ge=0)
-    num_samples: Annotated[int, Field(ge=1), at_most("max_eval_samples")] = spec(
+    every: BodyInt = spec(EvalConfig, "every", ge=0)
+    num_samples: Annotated[BodyInt, Field(ge=1), at_most("max_eval_samples")] = spec(
         EvalConfig, "num_samples"
     )
-    metrics: list[EvalMetric] = spec(EvalConfig, "metrics")
+    metrics: list[EvalMetric] = spec(EvalConfig, "metrics", max_length=MAX_LIST_ITEMS)
 
 
 class JobCreate(BaseModel):
@@ -131,13 +161,13 @@ class JobCreate(BaseModel):
 
     model_config = _strict("JobCreate")
 
-    name: str | None = Field(default=None, min_length=1, max_length=128)
+    name: Text | None = Field(default=None, min_length=1, max_length=128)
     dataset: DatasetRef
     model: ModelSpec = Field(default_factory=ModelSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
     eval: EvalSpec = Field(default_factory=EvalSpec)
-    checkpoint_every: int = spec(RunConfig, "checkpoint_every", ge=1)
-    sample_every: int = spec(RunConfig, "sample_every", ge=1)
+    checkpoint_every: BodyInt = spec(RunConfig, "checkpoint_every", ge=1)
+    sample_every: BodyInt = spec(RunConfig, "sample_every", ge=1)
 
 
 # --- jobs: output --------------------------------------------------------------------------

@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     auth: Literal["on", "off"] = Field(
         default="on", description="'off' lets every request act as owner 'local' (dev only)."
     )
+    auth_cache_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long an API process trusts a key it verified without reading the "
+        "key again: a revoked key keeps working for up to this long. 0: read it every request.",
+    )
 
     # --- limits (each violation is a 4xx naming the field and the limit) ---------------
     max_steps: int = Field(default=1_000_000, description="Upper bound of train.steps.")

@@ -15,6 +15,7 @@ from tests.clients import upload, wait_for_status
 from tests.stacks import Stack
 
 
+@pytest.mark.settings(SNGAN_AUTH_CACHE_S="0")  # revoked: refused at the next request
 def test_requests_without_a_valid_key_are_401(stack: Stack) -> None:
     key = stack.new_key()
     with stack.client() as anonymous:

@@ -6,9 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import BearerDep, PrincipalDep, SessionDep, authorized
+from app.api.conditional import NOT_MODIFIED, IfNoneMatch, json_or_not_modified
+from app.api.deps import BearerDep, Principal, PrincipalDep, SessionDep, authorized
 from app.api.schemas import JobCreate, JobPublic, JobsPublic, error_responses
 from app.api.services import jobs, previews
 from app.core.config import get_settings
@@ -59,12 +61,22 @@ def list_jobs(
     return JobsPublic(data=[JobPublic.from_row(j) for j in rows], next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", response_model=JobPublic, responses=error_responses(401, 404))
-async def get_job(job_id: str, credentials: BearerDep) -> JobPublic:
-    """The job's status, progress and latest losses: cheap enough to poll every second."""
-    return await authorized(
-        credentials, lambda session, who: JobPublic.from_row(jobs.get(session, who.owner, job_id))
-    )
+@router.get(
+    "/{job_id}",
+    response_model=JobPublic,
+    responses={**NOT_MODIFIED, **error_responses(401, 404)},
+)
+async def get_job(
+    job_id: str, credentials: BearerDep, if_none_match: IfNoneMatch = None
+) -> Response:
+    """The job's status, progress and latest losses: cheap enough to poll every second; send
+    the ETag back in If-None-Match for a 304 while nothing changed."""
+
+    def read(session: Session, who: Principal) -> Response:
+        job = JobPublic.from_row(jobs.get(session, who.owner, job_id))
+        return json_or_not_modified(job, if_none_match)
+
+    return await authorized(credentials, read)
 
 
 @router.post(

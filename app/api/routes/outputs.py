@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -13,11 +12,11 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import FileResponse
 from fastapi.security import HTTPAuthorizationCredentials
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
+from app.api.conditional import NOT_MODIFIED, IfNoneMatch, json_or_not_modified
 from app.api.deps import BearerDep, Principal, PrincipalDep, SessionDep, authenticate, authorized
 from app.api.errors import ApiError, invalid
 from app.api.schemas import (
@@ -30,11 +29,10 @@ from app.api.schemas import (
     error_responses,
 )
 from app.api.services import jobs
-from app.core import events
+from app.api.services.event_hub import EventHub, hub_of
 from app.core.config import get_settings
 from app.core.db import session_scope
 from app.core.formats import MEDIA_TYPES, SAMPLE_SUFFIX, SampleFormat
-from app.core.status import FINISHED_STATUSES
 from app.core.tables import Checkpoint as CheckpointRow
 from app.core.tables import Job
 
@@ -46,10 +44,15 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["outputs"])
 
 
-@router.get("/{job_id}/metrics", response_model=MetricsPublic, responses=error_responses(401, 404))
+@router.get(
+    "/{job_id}/metrics",
+    response_model=MetricsPublic,
+    responses={**NOT_MODIFIED, **error_responses(401, 404)},
+)
 async def job_metrics(
     job_id: str,
     credentials: BearerDep,
+    if_none_match: IfNoneMatch = None,
     names: Annotated[
         str | None, Query(description="Comma-separated names, e.g. loss_d,loss_g.")
     ] = None,
@@ -58,8 +61,9 @@ async def job_metrics(
     every: Annotated[
         int | None, Query(ge=1, description="Keep only steps divisible by this (downsampling).")
     ] = None,
-) -> MetricsPublic:
-    """Metric points in step order; page with ``after_step=next_after_step``."""
+) -> Response:
+    """Metric points in step order; page with ``after_step=next_after_step``; send the ETag
+    back in If-None-Match for a 304 while nothing changed."""
     wanted = [n.strip() for n in names.split(",") if n.strip()] if names else None
 
     def read(session: Session, who: Principal) -> MetricsPublic:
@@ -68,7 +72,10 @@ async def job_metrics(
         points = [MetricPoint(step=r.step, name=r.name, value=r.value, time=r.time) for r in rows]
         return MetricsPublic(data=points, next_after_step=next_after)
 
-    return await authorized(credentials, read)
+    # serialized in the thread pool too: a page of 10,000 points is no event-loop time
+    return await authorized(
+        credentials, lambda session, who: json_or_not_modified(read(session, who), if_none_match)
+    )
 
 
 @router.get(
@@ -86,54 +93,30 @@ async def job_metrics(
 async def job_events(
     job_id: str,
     request: Request,
-    principal: PrincipalDep,
-    session: SessionDep,
+    credentials: BearerDep,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
     after: Annotated[
         int | None, Query(ge=0, description="Like Last-Event-ID, for clients that cannot set it.")
     ] = None,
 ) -> EventSourceResponse:
     """Follow a job live; the stream ends after the ``done`` event."""
-    await run_in_threadpool(jobs.get, session, principal.owner, job_id)
-    await run_in_threadpool(session.close)  # no pooled connection held by a long stream
+    # key and job in one trip to the thread pool, no connection kept: 300 streams opening at
+    # once held pooled connections across four trips each and stalled every other request
+    await authorized(credentials, lambda session, who: jobs.get(session, who.owner, job_id))
     start = after or 0
     if last_event_id:
         try:
             start = int(last_event_id)
         except ValueError:
             raise invalid("Last-Event-ID", "must be an event id (an integer)") from None
-    return EventSourceResponse(_follow(request, job_id, start), ping=15)
+    return EventSourceResponse(_follow(hub_of(request.app), job_id, start), ping=15)
 
 
-def _poll(job_id: str, after_id: int) -> tuple[list[tuple[int, str, str]], str | None]:
-    with session_scope() as session:
-        rows = events.after(session, job_id, after_id)
-        status = session.scalar(select(Job.status).where(Job.id == job_id))
-        return [(e.id, e.type, json.dumps(e.data)) for e in rows], status
-
-
-async def _follow(request: Request, job_id: str, after_id: int) -> AsyncIterator[ServerSentEvent]:
-    """Replay events after `after_id`, then follow new ones until the job is finished and its
-    last ``done`` was sent (a resumed job has later events, so an earlier ``done`` is not
-    the end)."""
-    interval = get_settings().sse_poll_interval_s
-    last_type = None
-    while True:
-        rows, status = await run_in_threadpool(_poll, job_id, after_id)
-        for event_id, type_, data in rows:
-            yield ServerSentEvent(data=data, event=type_, id=str(event_id))
-            after_id, last_type = event_id, type_
-        finished = status is None or status in FINISHED_STATUSES
-        if finished and (last_type == "done" or not rows):
-            # all sent: a finished job's done event is its last (or was sent before)
-            rows_left, _ = await run_in_threadpool(_poll, job_id, after_id)
-            if not rows_left:
-                return
-            continue
-        if await request.is_disconnected():
-            return
-        if not rows:
-            await asyncio.sleep(interval)
+async def _follow(hub: EventHub, job_id: str, after_id: int) -> AsyncIterator[ServerSentEvent]:
+    """The job's events after `after_id`, then the new ones, from the process's one reader of
+    the job (`app.api.services.event_hub`); sse_starlette ends this when the client goes."""
+    async for event_id, type_, data in hub.follow(job_id, after_id):
+        yield ServerSentEvent(data=data, event=type_, id=str(event_id))
 
 
 @router.get(
