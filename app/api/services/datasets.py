@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from app.api.errors import ApiError, invalid, not_found
 from app.api.services.archives import inspect_archive, too_large
+from app.api.services.jobs import lock_owner
 from app.core.config import Settings, get_settings
 from app.core.status import ACTIVE_STATUSES
 from app.core.tables import Dataset, Job, utcnow
@@ -198,6 +199,7 @@ def list_(session: Session, owner: str) -> list[Dataset]:
 
 
 def delete_(session: Session, owner: str, dataset_id: str) -> None:
+    lock_owner(session, owner)  # job creation takes it too: no job is made on a deleted dataset
     dataset = get(session, owner, dataset_id)
     users = session.scalars(
         select(Job.id).where(Job.dataset_id == dataset_id, Job.status.in_(ACTIVE_STATUSES))
