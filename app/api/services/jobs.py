@@ -318,13 +318,21 @@ def metrics(
         cond.append(Metric.name.in_(names))
     if after_step is not None:
         cond.append(Metric.step > after_step)
+    steps: list[int] = []
     if every is not None and every > 1:
+        # Look the next limit + 1 multiples of `every` up in the (job, step) index first: on a
+        # run logged every step that is the whole page, where filtering `step % every` would
+        # scan `every` times as many index entries. Only what that window misses (a series
+        # logged sparsely) is found by the scan, from the window's end on.
+        first = 0 if after_step is None else (after_step // every + 1) * every
+        window = range(first, first + every * (limit + 1), every)
+        steps = _distinct_steps(session, [*cond, Metric.step.in_(list(window))], limit + 1)
         cond.append(Metric.step % every == 0)
-    steps = list(
-        session.scalars(
-            select(Metric.step).where(*cond).distinct().order_by(Metric.step).limit(limit + 1)
-        )
-    )
+        if len(steps) <= limit:
+            rest = [*cond, Metric.step >= window.stop]
+            steps += _distinct_steps(session, rest, limit + 1 - len(steps))
+    else:
+        steps = _distinct_steps(session, cond, limit + 1)
     if not steps:
         return [], None
     more = len(steps) > limit
@@ -338,6 +346,11 @@ def metrics(
         .order_by(Metric.step, Metric.name)
     )
     return rows.all(), (steps[-1] if more else None)
+
+
+def _distinct_steps(session: Session, cond: list[Any], limit: int) -> list[int]:
+    query = select(Metric.step).where(*cond).distinct().order_by(Metric.step).limit(limit)
+    return list(session.scalars(query))
 
 
 def checkpoints(session: Session, job_id: str) -> list[Checkpoint]:
