@@ -45,21 +45,35 @@ def _progress_line(job: dict[str, Any]) -> str:
     return f"{line} {losses}" if losses else line
 
 
-def _get_job_retrying(api: Api, job_id: str, patience_s: float = 30.0) -> dict[str, Any]:
-    """GET the job; ride out a server restart for up to ``patience_s``."""
-    deadline = time.monotonic() + patience_s
-    while True:
-        try:
-            response = api.client.get(f"/v1/jobs/{job_id}")
-        except httpx.TransportError as exc:
-            if time.monotonic() > deadline:
-                fail(f"lost the API at {api.url}: {exc}")
-            time.sleep(1.0)
-            continue
-        if response.is_error:
-            fail(error_message(response))
-        job: dict[str, Any] = response.json()
-        return job
+class JobPoller:
+    """GETs one job, sending the ETag of the answer it has in If-None-Match: while the job is
+    unchanged the API answers 304 with no body, and the answer it has stands."""
+
+    def __init__(self, api: Api, job_id: str) -> None:
+        self.api, self.job_id = api, job_id
+        self.job: dict[str, Any] | None = None
+        self.etag: str | None = None
+        self.not_modified = 0  # 304s received
+
+    def get(self, patience_s: float = 30.0) -> dict[str, Any]:
+        """The job now; a server restart is ridden out for up to ``patience_s``."""
+        deadline = time.monotonic() + patience_s
+        headers = {"If-None-Match": self.etag} if self.etag and self.job else {}
+        while True:
+            try:
+                response = self.api.client.get(f"/v1/jobs/{self.job_id}", headers=headers)
+            except httpx.TransportError as exc:
+                if time.monotonic() > deadline:
+                    fail(f"lost the API at {self.api.url}: {exc}")
+                time.sleep(1.0)
+                continue
+            if response.status_code == 304 and self.job is not None:
+                self.not_modified += 1
+                return self.job
+            if response.is_error:
+                fail(error_message(response))
+            self.job, self.etag = response.json(), response.headers.get("ETag")
+            return self.job
 
 
 def _final(job: dict[str, Any]) -> int:
@@ -75,7 +89,8 @@ def _final(job: dict[str, Any]) -> int:
 
 def watch_job(api: Api, job_id: str, interval: float) -> int:
     """Poll the job until it is finished; 0 if it succeeded, 1 otherwise."""
-    job = _get_job_retrying(api, job_id)
+    poller = JobPoller(api, job_id)
+    job = poller.get()
     if not out.is_terminal:
         # Plain lines, one per change, for logs and pipes.
         last = None
@@ -87,7 +102,7 @@ def watch_job(api: Api, job_id: str, interval: float) -> int:
             if job["status"] in FINISHED_STATUSES:
                 return _final(job)
             time.sleep(interval)
-            job = _get_job_retrying(api, job_id)
+            job = poller.get()
 
     from rich.progress import (
         BarColumn,
@@ -123,5 +138,5 @@ def watch_job(api: Api, job_id: str, interval: float) -> int:
             if job["status"] in FINISHED_STATUSES:
                 break
             time.sleep(interval)
-            job = _get_job_retrying(api, job_id)
+            job = poller.get()
     return _final(job)
