@@ -44,6 +44,20 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def worth_running(session: Session, job_id: str, lease_timeout_s: float) -> bool:
+    """Whether a message for `job_id` could lead `claim` anywhere: the job is queued, or
+    leased (running or canceling) under a stale heartbeat. A read only, for the worker to drop
+    stale messages (a cancel, a resume or a duplicate left them behind) before they cost
+    anything."""
+    job = session.get(Job, job_id)
+    if job is None or job.status == JobStatus.QUEUED:
+        return job is not None
+    stale = job.heartbeat_at is None or job.heartbeat_at < utcnow() - timedelta(
+        seconds=lease_timeout_s
+    )
+    return job.status in (JobStatus.RUNNING, JobStatus.CANCELING) and stale
+
+
 def claim(session: Session, job_id: str, worker: str, lease_timeout_s: float) -> Lease | None:
     """Take the job if it is queued (or running under a stale lease); None if it is not ours
     to run: finished, canceled, missing, or leased by a live worker (a duplicate delivery)."""
