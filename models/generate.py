@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .config import RunConfig
+from .latents import Walk, truncated_normal, walk
 
 
 def to_uint8_nchw(x: torch.Tensor) -> torch.Tensor:
@@ -24,11 +25,16 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 
 
 def sample_inputs(
-    cfg: RunConfig, n: int, seed: int, labels: Sequence[int] | None = None
+    cfg: RunConfig,
+    n: int,
+    seed: int,
+    labels: Sequence[int] | None = None,
+    truncation: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Noise (and labels) drawn on the CPU from `seed`, so they are the same on every device."""
+    """Noise (and labels) drawn on the CPU from `seed`, so they are the same on every device;
+    `truncation` t: z from the normal truncated to [-t, t] (`models.latents`)."""
     gen = torch.Generator().manual_seed(seed)
-    z = torch.randn(n, cfg.model.z_dim, generator=gen)
+    z = truncated_normal(n, cfg.model.z_dim, gen, truncation)
     if not cfg.model.conditional:
         return z, None
     if labels is None:
@@ -43,6 +49,30 @@ def sample_inputs(
     return z, y
 
 
+def walk_inputs(
+    cfg: RunConfig,
+    seeds: Sequence[int],
+    frames: int,
+    loop: bool = False,
+    labels: Sequence[int] | None = None,
+    truncation: float | None = None,
+) -> Walk:
+    """A latent walk through `seeds`: keyframe i is the input `sample_inputs(cfg, 1, seeds[i],
+    [labels[i]] or None, truncation)` (the image of ``/samples?n=1&seed=...``); `labels`: one
+    per seed, or one for the whole walk (None: each seed's own drawn label)."""
+    if labels is not None and len(labels) == 1:
+        labels = list(labels) * len(seeds)
+    if labels is not None and len(labels) != len(seeds):
+        raise ValueError(f"labels has {len(labels)} entries; send one per seed or a single one")
+    keys = [
+        sample_inputs(cfg, 1, s, None if labels is None else [labels[i]], truncation)
+        for i, s in enumerate(seeds)
+    ]
+    keys_z = torch.cat([z for z, _ in keys])  # (K, z_dim)
+    keys_y = None if not cfg.model.conditional else [int(y[0]) for _, y in keys if y is not None]
+    return walk(keys_z, frames, loop, keys_y, cfg.model.num_classes)
+
+
 @torch.no_grad()
 def generate_images(
     netG: nn.Module,
@@ -51,9 +81,11 @@ def generate_images(
     seed: int,
     labels: Sequence[int] | None = None,
     device: str | torch.device = "cpu",
+    truncation: float | None = None,
 ) -> np.ndarray:
-    """uint8 (N, H, W, C); the same (weights, n, seed, labels) always gives the same array."""
-    z, y = sample_inputs(cfg, n, seed, labels)
+    """uint8 (N, H, W, C); the same (weights, n, seed, labels, truncation) always gives the
+    same array."""
+    z, y = sample_inputs(cfg, n, seed, labels, truncation)
     x = netG(z.to(device), None if y is None else y.to(device))
     return to_uint8(x)
 
@@ -86,3 +118,34 @@ def save_png(image: np.ndarray, path: str) -> None:
     """Write uint8 (H, W, C) as a PNG file (`png_bytes`)."""
     with open(path, "wb") as f:
         f.write(png_bytes(image))
+
+
+def animation_bytes(frames: np.ndarray, fmt: str, fps: float = 12.0) -> bytes:
+    """uint8 (F, H, W, C) -> an endlessly looping animated GIF or WebP (Pillow), with fixed
+    settings and no metadata: the same frames always give the same bytes. WebP is lossless
+    (the frames decode to these exact pixels); GIF quantizes each frame to 256 colours."""
+    from PIL import Image
+
+    if fmt not in ("gif", "webp"):
+        raise ValueError(f"unknown animation format {fmt!r}")
+    grey = frames.shape[3] == 1
+    images = [Image.fromarray(f[:, :, 0] if grey else f) for f in frames]
+    if fmt == "webp" and grey:  # WebP has no greyscale mode
+        images = [im.convert("RGB") for im in images]
+    duration = max(1, round(1000 / fps))
+    buf = io.BytesIO()
+    options: dict[str, object] = (
+        {"lossless": True, "quality": 100, "method": 4, "minimize_size": False}
+        if fmt == "webp"
+        else {"optimize": False, "disposal": 1}
+    )
+    images[0].save(
+        buf,
+        format=fmt.upper(),
+        save_all=True,
+        append_images=images[1:],
+        duration=duration,
+        loop=0,
+        **options,
+    )
+    return buf.getvalue()

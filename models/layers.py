@@ -39,8 +39,15 @@ class ConditionalBatchNorm2d(nn.Module):
         nn.init.zeros_(self.beta.weight)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """`y`: class indices (B,), or class weights (B, num_classes) whose gamma/beta are the
+        weighted sums of the classes' (a walk between two classes); a one-hot row gives its
+        class's parameters exactly (the other terms are exact zeros)."""
         h = self.bn(x)  # (B, C, H, W)
-        return self.gamma(y)[:, :, None, None] * h + self.beta(y)[:, :, None, None]
+        if y.dim() == 2:
+            gamma, beta = y @ self.gamma.weight, y @ self.beta.weight  # (B, C)
+        else:
+            gamma, beta = self.gamma(y), self.beta(y)
+        return gamma[:, :, None, None] * h + beta[:, :, None, None]
 
 
 class BatchNorm2d(nn.BatchNorm2d):
