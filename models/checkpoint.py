@@ -12,6 +12,7 @@ Torch is imported by the functions that need it, so the API can find and verify 
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
 import os
@@ -226,3 +227,6 @@ def latest_valid_checkpoint(directory: Path) -> Path | None:
 def remove_checkpoint(path: Path) -> None:
     path.unlink(missing_ok=True)
     path.with_name(path.name + ".sha256").unlink(missing_ok=True)
+    # its exports (models.export: "<name>.<sha>.<weights>.onnx", their metadata and locks)
+    for sibling in path.parent.glob(glob.escape(path.name) + ".*"):
+        sibling.unlink(missing_ok=True)
