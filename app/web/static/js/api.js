@@ -144,6 +144,9 @@ export async function send(path, options = {}) {
       h.set("Content-Type", "application/json");
       payload = JSON.stringify(json);
     }
+    // The default cache mode on purpose: the job and metrics routes answer with an ETag and
+    // "Cache-Control: private, no-cache", so the browser itself sends If-None-Match and turns
+    // a 304 into this 200 with the body it kept (checked in Chromium). "no-store" would not.
     const response = await fetch(buildUrl(path, query), { method, headers: h, body: payload, signal });
     if (response.ok) return response;
     const error = await errorFrom(response);
