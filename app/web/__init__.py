@@ -8,7 +8,7 @@ Where each part lives:
 - ``/compare``: ``pages/compare.html`` + ``static/js/compare.js``
 - ``static/js/api.js``: the only way a page reaches the service (the public ``/v1`` API, the
   key, the event stream, errors beside their fields); ``static/js/ui.js``: shared pieces;
-  ``static/css/app.css``: the one stylesheet
+  ``static/js/format.js``: text helpers; ``static/css/app.css``: the one stylesheet
 - ``routes.py``: serves the pages and static files, and plotly.js from the installed
   ``plotly`` package; ``docs.py``: ``/docs`` and ``/redoc`` without a CDN
 

@@ -4,17 +4,22 @@
 // do with the same requests (see the README's curl tour).
 //
 //   request(path, options)     -> parsed JSON (or null for 204); throws ApiError on non-2xx
+//   send(path, options)        -> the Response itself (2xx), for callers that need it
 //   requestBlob(path, options) -> {blob, headers}: images, archives, checkpoints
-//   download(path, filename)   -> saves a file that needs the Authorization header
-//   followEvents(jobId, handlers, options) -> {close()}: a job's Server-Sent Events
-//   showErrors(form, error)    -> puts each API error beside the field it names
-//   clearErrors(form)
-//   jobSchemaDefaults()        -> {"train.steps": 50000, ...} from /openapi.json's JobCreate
-//   fmt.*                      -> small formatters (duration, bytes, number, time)
+//   download(path, filename, options) -> saves a file that needs the Authorization header
+//   followEvents(jobId, handlers, options) -> {close(), lastEventId()}: a job's events
+//   readEventStream(body, onEvent) -> parses a text/event-stream body
+//   showErrors(form, error, aliases) / clearErrors(form) -> API errors beside their fields
+//   jobSchemaDefaults()        -> {"train.steps": {default: 50000, ...}} from /openapi.json
+//   getKey() / setKey(key) / askForKey(reason) -> the key this tab holds
+//   fmt.*, esc(text)           -> text helpers (format.js)
+//   options: method, query (object; empty values left out), json, body, headers, signal
 //
 // The key: kept in sessionStorage (this tab, until it closes), sent only as
 // "Authorization: Bearer <key>", never put in a URL or logged. A 401 asks for a key once
 // (a small form); with SNGAN_AUTH=off the API answers without one and nothing is asked.
+
+export { esc, fmt } from "./format.js"; // text helpers, re-exported: pages import them here
 
 const KEY_STORAGE = "sngan.apiKey";
 
@@ -383,46 +388,4 @@ export async function jobSchemaDefaults() {
   };
   walk(schemas.JobCreate, "");
   return out;
-}
-
-// --- formatting ---------------------------------------------------------------------------
-
-export const fmt = {
-  /** 3725 -> "1h 02m"; null -> "—" */
-  duration(seconds) {
-    if (seconds === null || seconds === undefined || !isFinite(seconds)) return "—";
-    const s = Math.max(0, Math.round(seconds));
-    if (s < 60) return `${s}s`;
-    const m = Math.floor(s / 60);
-    if (m < 60) return `${m}m ${String(s % 60).padStart(2, "0")}s`;
-    return `${Math.floor(m / 60)}h ${String(m % 60).padStart(2, "0")}m`;
-  },
-  /** 1536 -> "1.5 KiB" */
-  bytes(n) {
-    const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let i = 0;
-    while (n >= 1024 && i < units.length - 1) {
-      n /= 1024;
-      i += 1;
-    }
-    return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
-  },
-  /** a metric value: 4 significant digits, exponent when tiny */
-  number(v) {
-    if (v === null || v === undefined || !isFinite(v)) return "—";
-    const a = Math.abs(v);
-    return a !== 0 && (a < 1e-3 || a >= 1e6) ? v.toExponential(2) : String(Number(v.toPrecision(4)));
-  },
-  /** an ISO time -> local "2026-11-30 09:14:02" */
-  time(iso) {
-    if (!iso) return "—";
-    const d = new Date(iso);
-    const p = (x) => String(x).padStart(2, "0");
-    return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
-  },
-};
-
-/** Escape text for innerHTML templates. */
-export function esc(text) {
-  return String(text ?? "").replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
