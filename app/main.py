@@ -13,8 +13,9 @@ from starlette.concurrency import run_in_threadpool
 from app.api.errors import install_error_handlers
 from app.api.limits import RequestLimitsMiddleware
 from app.api.observability import RequestMetricsMiddleware, Telemetry
-from app.api.routes import datasets, jobs, ops, outputs
+from app.api.routes import datasets, jobs, ops, outputs, webhooks
 from app.api.schemas import error_responses
+from app.api.services import webhook_delivery
 from app.api.services.jobs import counts_by_status
 from app.core import queue
 from app.core.config import get_settings
@@ -71,12 +72,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if settings.migrate_on_startup:
         await run_in_threadpool(migrate)
     reaper = asyncio.create_task(_reaper_loop(settings.reaper_interval_s))
+    # the webhook outbox's sender (why in this process: app/api/services/webhook_delivery.py)
+    deliverer = asyncio.create_task(webhook_delivery.run(session_factory(), settings))
     try:
         yield
     finally:
-        reaper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reaper
+        for task in (reaper, deliverer):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 def create_app() -> FastAPI:
@@ -95,7 +99,7 @@ def create_app() -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(RequestLimitsMiddleware)  # body size, NUL bytes: before any route
     app.add_middleware(RequestMetricsMiddleware, telemetry=telemetry)
-    for module in (datasets, jobs, outputs):
+    for module in (datasets, jobs, outputs, webhooks):
         # any authenticated route may answer 429 (rate limit) or 503 (database unreachable)
         app.include_router(module.router, responses=error_responses(429, 503))
     app.include_router(ops.router)

@@ -52,7 +52,8 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 INT32_MAX = 2**31 - 1
 Int64 = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
 # Body integers are also strict: JSON `true` is not the integer 1, nor "5" the integer 5.
-BodyInt = Annotated[int, Strict(), Field(ge=INT64_MIN, le=INT64_MAX)]
+# (no lower bound here: each field sets its own, which this would override)
+BodyInt = Annotated[int, Strict(), Field(le=INT64_MAX)]
 # Lists in a request body: bounded, so a body of a million entries is refused by its length
 # before each entry is validated (and its errors echoed).
 MAX_LIST_ITEMS = 16
@@ -168,6 +169,11 @@ class JobCreate(BaseModel):
     eval: EvalSpec = Field(default_factory=EvalSpec)
     checkpoint_every: BodyInt = spec(RunConfig, "checkpoint_every", ge=1)
     sample_every: BodyInt = spec(RunConfig, "sample_every", ge=1)
+    # the job's own, not its training run's (so not in models/config.py, and tables.JOB_FIELDS
+    # keeps it out of the run spec): where to send its events
+    webhook: WebhookSubscription | None = Field(
+        default=None, description="Send this job's events to a URL (signed webhooks)."
+    )
 
 
 # --- jobs: output --------------------------------------------------------------------------
@@ -184,6 +190,13 @@ class Progress(BaseModel):
 class JobErrorPublic(BaseModel):
     code: str
     message: str
+
+
+class BestPublic(BaseModel):
+    """The checkpoint with the lowest FID so far (kept whatever keep-last-K says)."""
+
+    step: int
+    fid: float
 
 
 class JobLinks(BaseModel):
@@ -204,6 +217,10 @@ class JobPublic(BaseModel):
     config: dict[str, Any]
     progress: Progress
     latest_metrics: dict[str, float]
+    best: BestPublic | None = Field(
+        description="The best checkpoint by FID (null until FID is evaluated); "
+        "checkpoint=best names it in samples and downloads."
+    )
     error: JobErrorPublic | None
     attempts: int
     links: JobLinks
@@ -228,6 +245,11 @@ class JobPublic(BaseModel):
                 eta_s=job.eta_s,
             ),
             latest_metrics=job.latest_metrics or {},
+            best=(
+                BestPublic(step=job.best_step, fid=job.best_fid)
+                if job.best_step is not None and job.best_fid is not None
+                else None
+            ),
             error=(
                 JobErrorPublic(code=job.error_code, message=job.error_message or "")
                 if job.error_code
@@ -333,3 +355,63 @@ class ErrorBody(BaseModel):
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses=`` for routes: each status documented with the error body."""
     return {s: {"model": ErrorBody} for s in statuses}
+
+
+# --- webhooks ------------------------------------------------------------------------------
+
+WebhookEvent = Literal["status", "finished", "checkpoint", "sample", "evaluation"]
+
+
+def _final_statuses_only() -> list[WebhookEvent]:
+    return ["finished"]
+
+
+class WebhookSubscription(BaseModel):
+    """Where to send a job's events (on a job) or all the key's jobs' events (/v1/webhooks)."""
+
+    model_config = _strict("WebhookSubscription")
+
+    url: Text = Field(min_length=1, max_length=2048, description="An http:// or https:// URL.")
+    events: list[WebhookEvent] = Field(
+        default_factory=_final_statuses_only,
+        min_length=1,
+        max_length=MAX_LIST_ITEMS,
+        description="'status' (every status change), 'finished' (final statuses only), "
+        "'checkpoint', 'sample', 'evaluation'.",
+    )
+
+
+class WebhookPublic(BaseModel):
+    id: str
+    url: str
+    events: list[str]
+    job_id: str | None
+    created_at: datetime
+    disabled_at: datetime | None
+    disabled_reason: str | None
+
+
+class WebhooksPublic(BaseModel):
+    data: list[WebhookPublic]
+
+
+class WebhookSecretPublic(BaseModel):
+    secret: str
+    previous_secret_expires_at: datetime | None
+
+
+class WebhookDeliveryPublic(BaseModel):
+    id: str
+    type: str
+    url: str
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    next_attempt_at: datetime | None
+    created_at: datetime
+    delivered_at: datetime | None
+
+
+class WebhookDeliveriesPublic(BaseModel):
+    data: list[WebhookDeliveryPublic]

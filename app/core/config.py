@@ -69,6 +69,18 @@ class Settings(BaseSettings):
     max_uncompressed_bytes: int = Field(
         default=4 * 1024 * 1024 * 1024, description="Zip bomb guard: total uncompressed size."
     )
+    max_json_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="Largest request body other than an upload (a 413 past it, checked by "
+        "Content-Length and while the body streams in, before anything is parsed).",
+    )
+    max_num_classes: int = Field(
+        default=1000,
+        ge=1,
+        description="Most classes in an uploaded dataset: labels must lie in [0, this) "
+        "(a conditional model holds one embedding row per class).",
+    )
     max_concurrent_jobs_per_key: int = Field(
         default=8, description="Queued + running jobs one key may have."
     )
@@ -123,6 +135,36 @@ class Settings(BaseSettings):
         "(pt_inception-2015-12-05-6726825d.pth); needed for IS/FID/KID.",
     )
 
+    # --- webhooks ----------------------------------------------------------------------
+    webhook_timeout_s: float = Field(
+        default=10.0, gt=0, description="How long a webhook delivery waits for its answer."
+    )
+    webhook_retry_schedule_s: str = Field(
+        default="0,5,300,1800,7200,18000,36000,86400",
+        pattern=r"^\s*\d+(\.\d+)?(\s*,\s*\d+(\.\d+)?)*\s*$",
+        description="Seconds before each attempt at a webhook message (comma-separated; the "
+        "first is the first try, each later one a retry, with up to 10% jitter).",
+    )
+    webhook_max_attempts: int = Field(
+        default=8,
+        ge=1,
+        description="Most automatic attempts at one webhook message (capped by the "
+        "schedule's length); it is then 'failed' until redelivered.",
+    )
+    webhook_secret_overlap_s: float = Field(
+        default=86400.0,
+        ge=0,
+        description="How long a rotated-out webhook secret keeps signing beside the new one.",
+    )
+    webhook_allow_private: bool = Field(
+        default=False,
+        description="Allow webhook URLs on loopback, private, link-local and metadata "
+        "addresses (tests, private deployments).",
+    )
+    webhook_poll_interval_s: float = Field(
+        default=1.0, gt=0, description="How often the API looks for webhook messages to send."
+    )
+
     # --- logging -----------------------------------------------------------------------
     log_level: str = Field(default="INFO", description="Python logging level.")
 
@@ -150,6 +192,12 @@ class Settings(BaseSettings):
     @property
     def jobs_dir(self) -> Path:
         return self.data_dir / "jobs"
+
+    @property
+    def webhook_schedule(self) -> list[float]:
+        """The delays before each automatic attempt, at most ``webhook_max_attempts``."""
+        delays = [float(s) for s in self.webhook_retry_schedule_s.split(",")]
+        return delays[: self.webhook_max_attempts]
 
     def job_dir(self, job_id: str) -> Path:
         return self.jobs_dir / job_id

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from app.core import webhooks
 from app.core.status import FINISHED_STATUSES, JobStatus
 from app.core.tables import Event, utcnow
 
@@ -20,9 +21,11 @@ SUPERSEDED_TYPES = ("progress", "metrics")  # each one's latest tells all the ea
 
 
 def append(session: Session, job_id: str, type_: str, data: dict[str, Any]) -> None:
-    """Add an event to the session; it is written by the caller's commit."""
+    """Add an event to the session; it is written by the caller's commit, with the webhook
+    messages it causes (the outbox: no committed event without its messages, nor the reverse)."""
     assert type_ in EVENT_TYPES, type_
     session.add(Event(job_id=job_id, type=type_, data=data, created_at=utcnow()))
+    webhooks.on_event(session, job_id, type_, data)
 
 
 def status_events(

@@ -92,7 +92,9 @@ class Dataset(Base):
 
 
 # the fields of a job body that are the job's own; the rest is its training run's spec
-JOB_FIELDS = frozenset({"name", "dataset"})
+# (``webhook`` says where to tell about the job, not how to train it: it is stored as a
+# webhook endpoint row, never in the job's config)
+JOB_FIELDS = frozenset({"name", "dataset", "webhook"})
 
 
 class Job(Base):
@@ -187,3 +189,87 @@ class Event(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (Index("ix_events_job_id", "job_id", "id"),)
+
+
+class WebhookSecret(Base):
+    """An owner's signing secret (``whsec_<base64>``); after a rotation the previous one keeps
+    signing beside it until ``previous_until``. Stored as is: signing needs the secret."""
+
+    __tablename__ = "webhook_secrets"
+
+    owner: Mapped[str] = mapped_column(String(128), primary_key=True)
+    secret: Mapped[str] = mapped_column(String(64))
+    previous_secret: Mapped[str | None] = mapped_column(String(64))
+    previous_until: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookEndpoint(Base):
+    """Where an owner's job events go: for all its jobs (``job_id`` NULL, ``/v1/webhooks``) or
+    for one job (the ``webhook`` of its submission). A 410 answer disables it."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128), index=True)
+    job_id: Mapped[str | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), index=True
+    )
+    url: Mapped[str] = mapped_column(Text)
+    events: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    disabled_at: Mapped[datetime | None]
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class WebhookMessage(Base):
+    """The outbox: one row per (event, endpoint), written in the event's own transaction.
+
+    ``id`` is the ``webhook-id`` header, the same on every attempt; ``body`` the exact bytes
+    sent (and signed) each time. ``seq`` orders one job's messages to one endpoint. The
+    deliverer holds a message while it sends it (``lease_owner`` until ``lease_until``).
+    """
+
+    __tablename__ = "webhook_messages"
+
+    seq: Mapped[int] = mapped_column(EventId, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(40), unique=True)
+    endpoint_id: Mapped[str] = mapped_column(
+        ForeignKey("webhook_endpoints.id", ondelete="CASCADE")
+    )
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(String(32))
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(default=0)  # all of them, redeliveries included
+    retries: Mapped[int] = mapped_column(default=0)  # position in the retry schedule
+    next_attempt_at: Mapped[datetime | None]
+    last_status_code: Mapped[int | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    lease_owner: Mapped[str | None] = mapped_column(String(255))
+    lease_until: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ix_webhook_messages_due", "status", "next_attempt_at"),
+        Index("ix_webhook_messages_job", "job_id", "seq"),
+        Index("ix_webhook_messages_endpoint", "endpoint_id", "job_id", "seq"),
+    )
+
+
+class WebhookAttempt(Base):
+    """One try at sending a message: its HTTP status, or the error when none came back."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(EventId, primary_key=True, autoincrement=True)
+    message_seq: Mapped[int] = mapped_column(
+        EventId, ForeignKey("webhook_messages.seq", ondelete="CASCADE")
+    )
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    status_code: Mapped[int | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_webhook_attempts_message", "message_seq", "id"),)

@@ -24,7 +24,8 @@ from sqlalchemy.orm import Session
 
 from app.api.errors import ApiError, invalid, not_found
 from app.api.schemas import INT64_MAX, JobCreate
-from app.core import events, leases
+from app.api.services.webhooks import check_url as check_webhook_url
+from app.core import events, leases, webhooks
 from app.core.config import Settings, get_settings
 from app.core.queue import enqueue_training
 from app.core.status import ACTIVE_STATUSES, FINISHED_STATUSES, RESUMABLE_STATUSES, JobStatus
@@ -53,6 +54,8 @@ def create(
             return existing, False
 
     _check_eval(settings, spec)
+    if spec.webhook is not None:  # before any lock: this resolves the URL's host
+        check_webhook_url("webhook.url", spec.webhook.url)
     # the checks below and the insert hold the owner's lock: N concurrent requests cannot all
     # count the same N-1 active jobs, nor a dataset be deleted between its check and the insert
     lock_owner(session, owner)
@@ -78,7 +81,7 @@ def create(
         owner=owner,
         name=spec.name or f"{spec.model.arch}-{spec.dataset.source or 'upload'}-{job_id[:8]}",
         status=JobStatus.QUEUED,
-        config=spec.model_dump(mode="json"),
+        config=spec.model_dump(mode="json", exclude={"webhook"}),  # a webhook endpoint row
         dataset_id=dataset.id if dataset is not None else None,
         created_at=now,
         updated_at=now,
@@ -90,6 +93,8 @@ def create(
     session.add(job)
     try:
         session.flush()  # the job row before its first event (events.job_id references it)
+        if spec.webhook is not None:  # before the first event, which it may want
+            webhooks.subscribe(session, owner, spec.webhook.url, spec.webhook.events, job_id)
         events.status_events(session, job_id, JobStatus.QUEUED, None)
         session.commit()
     except IntegrityError:
@@ -362,7 +367,14 @@ def checkpoints(session: Session, job_id: str) -> list[Checkpoint]:
 
 
 def checkpoint(session: Session, job_id: str, step: str) -> Checkpoint:
-    """The checkpoint at `step` (an integer or ``latest``), or 404 / 409."""
+    """The checkpoint at `step` (an integer, ``latest`` or ``best``), or 404 / 409."""
+    if step == "best":
+        job = session.get(Job, job_id)
+        if job is None or job.best_step is None:
+            raise ApiError(
+                409, "no_best_checkpoint", f"job {job_id} has no best checkpoint: FID not evaluated"
+            )
+        step = str(job.best_step)
     if step == "latest":
         rows = session.scalars(
             select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step.desc())
@@ -387,7 +399,7 @@ def checkpoint(session: Session, job_id: str, step: str) -> Checkpoint:
     except ValueError:
         shown = step if len(step) <= 40 else step[:40] + "…"
         raise invalid(
-            "checkpoint", f"expected a step (an integer >= 0) or 'latest', got {shown!r}"
+            "checkpoint", f"expected a step (an integer >= 0), 'latest' or 'best', got {shown!r}"
         ) from None
     row = session.get(Checkpoint, (job_id, number))
     if row is None:
