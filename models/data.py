@@ -8,7 +8,6 @@ every path that was looked for.
 
 from __future__ import annotations
 
-import io
 import pickle
 import zipfile
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import DataSpec
+from .images import ImageError, decode_image
 from .sources import builtin_candidates, find_builtin
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
@@ -147,21 +147,25 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     if images.ndim == 3:
         images = images[:, :, :, None]
     if images.shape[3] == 4:
-        images = images[:, :, :, :3]
+        images = images[:, :, :, :3]  # a view: alpha dropped
     if images.shape[3] not in (1, 3):
         raise DatasetError(f"{path}: images must have 1, 3 or 4 channels, got {images.shape[3]}")
     if labels is not None:
         labels = np.asarray(labels).astype(np.int64).reshape(-1)
         if len(labels) != len(images) or (len(labels) and labels.min() < 0):
             raise DatasetError(f"{path}: 'labels' must be N non-negative ints")
-    return np.ascontiguousarray(images.transpose(0, 3, 1, 2)), labels
+    # (N, C, H, W) as a view of the array read: no second copy of the largest array here
+    return images.transpose(0, 3, 1, 2), labels
 
 
-def _decode(data: bytes | Path, resolution: int) -> np.ndarray:
+def _decode(data: bytes | Path, resolution: int, name: str) -> np.ndarray:
     from PIL import Image
 
-    with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as src:
-        im = src.convert("L" if src.mode in ("1", "L", "I;16", "I") else "RGB")
+    try:
+        pixels = decode_image(data)  # (H, W, C): what the upload check decoded too
+    except ImageError as e:
+        raise DatasetError(f"{name}: {e}") from None
+    im = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
     side = min(im.size)
     left, top = (im.width - side) // 2, (im.height - side) // 2
     im = im.crop((left, top, left + side, top + side))
@@ -198,7 +202,7 @@ def _read_zip(path: Path, resolution: int) -> tuple[np.ndarray, np.ndarray | Non
                     continue
                 if name.is_absolute() or ".." in name.parts or name.name.startswith("."):
                     continue
-                decoded.append(_decode(zf.read(info), resolution))
+                decoded.append(_decode(zf.read(info), resolution, info.filename))
                 classes.append(_class_of(name.parts))
     except zipfile.BadZipFile as e:
         raise DatasetError(f"{path}: not a valid zip ({e})") from e
@@ -209,7 +213,7 @@ def _read_folder(root: Path, resolution: int) -> tuple[np.ndarray, np.ndarray | 
     decoded, classes = [], []
     for p in sorted(root.rglob("*")):
         if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."):
-            decoded.append(_decode(p, resolution))
+            decoded.append(_decode(p, resolution, str(p)))
             classes.append(_class_of(p.relative_to(root).parts))
     if not decoded:
         raise DatasetError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {root}")
@@ -256,16 +260,25 @@ def synthetic_shapes(
 # --- resizing -----------------------------------------------------------------------------
 
 
-def _to_resolution(arr: np.ndarray, resolution: int, chunk: int = 2048) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> uint8 (N, C, R, R): centre crop to a square, antialiased resize."""
-    t = torch.from_numpy(np.ascontiguousarray(arr))
-    n, _, h, w = t.shape
+# Floats resized at once: the images are resized in chunks of at most this many bytes of
+# float32 input, so the transient memory does not grow with the dataset (or its image size).
+RESIZE_CHUNK_BYTES = 128 * 1024 * 1024
+
+
+def _to_resolution(arr: np.ndarray, resolution: int) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> uint8 (N, C, R, R): centre crop to a square, antialiased resize.
+
+    `arr` may be a strided view (channels-last underneath); the output is the only full-size
+    allocation, plus one chunk of floats (RESIZE_CHUNK_BYTES) at a time."""
+    n, c, h, w = arr.shape
     if h == w == resolution:
-        return t
+        return torch.from_numpy(np.ascontiguousarray(arr))
+    t = torch.from_numpy(arr)  # strides kept: no copy
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
     t = t[:, :, top : top + side, left : left + side]
-    out = torch.empty((n, t.shape[1], resolution, resolution), dtype=torch.uint8)
+    out = torch.empty((n, c, resolution, resolution), dtype=torch.uint8)
+    chunk = max(1, RESIZE_CHUNK_BYTES // (4 * c * side * side))
     for i in range(0, n, chunk):
         x = t[i : i + chunk].float()
         y = F.interpolate(

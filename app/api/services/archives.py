@@ -18,6 +18,7 @@ import numpy as np
 
 from app.api.errors import ApiError, invalid
 from app.core.config import Settings
+from models.images import ImageError, channels_of, decode_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # image types models.data would read but the API does not accept
@@ -126,6 +127,7 @@ def _inspect_npz(zf: zipfile.ZipFile, settings: Settings) -> DatasetInfo:
         if n and int(labels.min()) < 0:
             raise invalid("file", "'labels' must be non-negative class indices")
         num_classes = int(labels.max()) + 1 if n else 0
+        _check_classes(num_classes, settings, "'labels' must lie in [0, {limit})")
     return DatasetInfo("npz", n, h, w, 3 if c == 4 else c, num_classes)
 
 
@@ -161,7 +163,7 @@ def _inspect_zip(
     channels = 1
     classes: list[str] = []
     for info in images:
-        with zf.open(info) as f, warnings.catch_warnings():
+        with zf.open(info) as f, warnings.catch_warnings():  # the header, before decoding
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             try:
                 im = Image.open(f)  # reads the header only
@@ -178,14 +180,27 @@ def _inspect_zip(
         if fmt not in ("PNG", "JPEG"):
             raise invalid("file", f"entry {info.filename!r} is {fmt}, not PNG or JPEG")
         _check_side(h, w, settings, f"entry {info.filename!r}")
+        # decoded whole, by the worker's own decoder: a truncated image is refused here
+        try:
+            pixels = decode_image(zf.read(info), max_pixels=settings.max_image_side**2)
+        except ImageError as e:
+            raise invalid("file", f"entry {info.filename!r}: {e}") from None
         size = size or (h, w)
-        if mode not in ("1", "L", "LA", "I", "I;16", "F"):
-            channels = 3
+        channels = max(channels, int(pixels.shape[2]), channels_of(mode))
         parts = PurePosixPath(info.filename).parts
         classes.append(parts[0] if len(parts) > 1 else "")
     assert size is not None
     num_classes = len(set(classes)) if all(classes) else 0
+    _check_classes(num_classes, settings, "the zip has more class folders than {limit}")
     return DatasetInfo("zip", len(images), size[0], size[1], channels, num_classes)
+
+
+def _check_classes(num_classes: int, settings: Settings, message: str) -> None:
+    """A conditional model holds a row per class: the count is bounded (a label of 2e9 asked
+    the worker for 512 GB)."""
+    limit = settings.max_num_classes
+    if num_classes > limit:
+        raise invalid("file", message.format(limit=limit) + " (SNGAN_MAX_NUM_CLASSES)")
 
 
 def _check_count(n: int, settings: Settings) -> None:
