@@ -25,24 +25,26 @@ MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around the uploade
 
 
 class BodyTooLarge(ApiError):
-    """The 413 of a body over its limit."""
+    """The 413 of a body over its limit, naming the limit and its setting."""
 
-    def __init__(self, limit: int, setting: str) -> None:
+    def __init__(self, field: str, limit: int, setting: str) -> None:
         super().__init__(
             413,
             "payload_too_large",
-            f"request body larger than {limit} bytes (server limit SNGAN_{setting.upper()})",
-            details={"limit": limit},
+            f"{field}: larger than {limit} bytes (server limit SNGAN_{setting.upper()})",
+            details={"field": field, "limit": limit},
         )
 
 
-def body_limit(scope: Scope) -> tuple[int, str]:
-    """The byte limit of this request's body and the setting it comes from."""
+def body_limit(scope: Scope) -> tuple[int, BodyTooLarge]:
+    """The byte limit of this request's body, and the error past it."""
     settings = get_settings()
     content_type = _header(scope, b"content-type") or b""
     if content_type.lower().startswith(b"multipart/form-data"):
-        return settings.max_upload_bytes + MULTIPART_OVERHEAD, "max_upload_bytes"
-    return settings.max_json_body_bytes, "max_json_body_bytes"
+        limit = settings.max_upload_bytes
+        return limit + MULTIPART_OVERHEAD, BodyTooLarge("file", limit, "max_upload_bytes")
+    limit = settings.max_json_body_bytes
+    return limit, BodyTooLarge("body", limit, "max_json_body_bytes")
 
 
 def nul_field(scope: Scope) -> str | None:
@@ -78,10 +80,9 @@ class RequestLimitsMiddleware:
         if where is not None:
             await _answer(send, 422, "validation_error", f"{where}: contains a NUL byte")
             return
-        limit, setting = body_limit(scope)
+        limit, error = body_limit(scope)
         declared = _header(scope, b"content-length")
         if declared is not None and declared.strip().isdigit() and int(declared) > limit:
-            error = BodyTooLarge(limit, setting)
             await _answer(send, 413, error.code, error.message, error.details)
             return
         seen = 0
@@ -95,7 +96,6 @@ class RequestLimitsMiddleware:
                 if seen > limit and not answered:
                     answered = True
                     if not started:
-                        error = BodyTooLarge(limit, setting)
                         await _answer(send, 413, error.code, error.message, error.details)
                     # the app sees the client go away: it stops reading and its answer to
                     # that (FastAPI's 400) is dropped below
