@@ -96,6 +96,18 @@ class TrainConfig:
     ema_decay: float | None = option(
         None, doc="Keep an EMA of G's weights with this decay (e.g. 0.999); unset = no EMA."
     )
+    ema_rampup: float | None = option(
+        None,
+        doc="Cap the EMA's half-life at this share of the steps done (e.g. 0.05), so early "
+        "weights leave the average; unset = the decay's half-life from step 1.",
+    )
+    ema_start: int = option(0, doc="The EMA copies G until this step, then averages.")
+    ema_standing_stats: bool = option(
+        False,
+        doc="Recompute the EMA generator's batch-norm statistics for its own weights before "
+        "it makes samples, evaluations or checkpoints (else they are copied from G).",
+        flag="ema-standing-stats/no-ema-standing-stats",
+    )
     seed: int = option(0, doc="Random seed of the run.")
     precision: str = option("auto", doc="auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16.")
     log_every: int = option(
@@ -112,6 +124,12 @@ class TrainConfig:
             raise ValueError(f"train.lr_decay must be one of {LR_DECAYS}")
         if self.steps < 1 or self.batch_size < 1 or self.n_dis < 1:
             raise ValueError("train.steps, train.batch_size and train.n_dis must be >= 1")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ValueError("train.ema_decay must be in (0, 1)")
+        if self.ema_rampup is not None and self.ema_rampup <= 0:
+            raise ValueError("train.ema_rampup must be > 0")
+        if self.ema_start < 0:
+            raise ValueError("train.ema_start must be >= 0")
 
 
 def _default_metrics() -> list[str]:

@@ -5,16 +5,15 @@ import numpy as np
 import pytest
 
 from models import RunConfig, Trainer, generate_images, synthetic_shapes
-
-from .learning import shape_statistics, train_shape_classifier
+from models.quality import classifier_statistics, train_classifier
 
 pytestmark = pytest.mark.slow
 
 
 def test_conditional_gan_learns_the_synthetic_shapes(tmp_path):
-    classifier = train_shape_classifier()
+    classifier = train_classifier("shapes")
     real, real_labels = synthetic_shapes(400, 32, seed=7)
-    real_stats = shape_statistics(classifier, real.transpose(0, 2, 3, 1), real_labels)
+    real_stats = classifier_statistics(classifier, real.transpose(0, 2, 3, 1), real_labels)
     assert real_stats["label_match"] > 0.95  # the yardstick itself works
 
     cfg = RunConfig.from_dict(
@@ -47,7 +46,7 @@ def test_conditional_gan_learns_the_synthetic_shapes(tmp_path):
         trainer.netG.eval()
         images = generate_images(trainer.netG, cfg, 400, seed=1, labels=labels.tolist())
         trainer.netG.train()
-        return shape_statistics(classifier, images, labels)
+        return classifier_statistics(classifier, images, labels)
 
     before = stats()
     trainer.fit()
