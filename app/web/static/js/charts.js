@@ -102,10 +102,11 @@ export class Charts {
     this.pending = false;
   }
 
-  /** First load: `lastStep` (the job's step) picks how much the server downsamples. */
-  async load(lastStep) {
+  /** First load: `lastStep` (the job's step) picks how much the server downsamples; the
+   * points are fetched while `plotlyReady` (plotly.js still loading) settles. */
+  async load(lastStep, plotlyReady = Promise.resolve()) {
     this.every = Math.max(1, Math.ceil(lastStep / MAX_POINTS));
-    await this.fetchNew();
+    await Promise.all([this.fetchNew(), plotlyReady]);
     this.draw();
   }
 

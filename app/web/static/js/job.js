@@ -194,10 +194,13 @@ async function main() {
     return;
   }
   generator.configure(job);
-  await new Promise((r) => (window.Plotly ? r() : addEventListener("load", r, { once: true })));
+  // plotly.js loads `async` (see job.html): the points are fetched while it runs
+  const plotlyReady = new Promise((r) =>
+    window.Plotly ? r() : addEventListener("load", r, { once: true }),
+  );
   await Promise.all([
     // the marker tests and bench/dashboard_load.py wait for: the curves are drawn
-    charts.load(job.progress.step).then(() => (document.body.dataset.chartsReady = "1")),
+    charts.load(job.progress.step, plotlyReady).then(() => (document.body.dataset.chartsReady = "1")),
     timeline.load(),
     loadCheckpoints(),
     showDatasetPreview(jobId),
