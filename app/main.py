@@ -13,9 +13,10 @@ from starlette.concurrency import run_in_threadpool
 from app.api.errors import install_error_handlers
 from app.api.limits import RequestLimitsMiddleware
 from app.api.observability import RequestMetricsMiddleware, Telemetry
-from app.api.routes import datasets, jobs, ops, outputs, webhooks
+from app.api.routes import datasets, generate, jobs, keys, ops, outputs, webhooks
 from app.api.schemas import error_responses
 from app.api.services import webhook_delivery
+from app.api.services.datasets import sweep_incoming
 from app.api.services.jobs import counts_by_status
 from app.core import queue
 from app.core.config import get_settings
@@ -67,6 +68,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             "SNGAN_AUTH=off: authentication is disabled, every request acts as owner 'local'"
         )
     settings.datasets_dir.mkdir(parents=True, exist_ok=True)
+    sweep_incoming(settings)  # temp uploads a crash left behind
     settings.jobs_dir.mkdir(parents=True, exist_ok=True)
     queue.ensure_broker_dirs(settings)
     if settings.migrate_on_startup:
@@ -99,7 +101,7 @@ def create_app() -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(RequestLimitsMiddleware)  # body size, NUL bytes: before any route
     app.add_middleware(RequestMetricsMiddleware, telemetry=telemetry)
-    for module in (datasets, jobs, outputs, webhooks):
+    for module in (datasets, jobs, outputs, generate, webhooks, keys):
         # any authenticated route may answer 429 (rate limit) or 503 (database unreachable)
         app.include_router(module.router, responses=error_responses(429, 503))
     app.include_router(ops.router)

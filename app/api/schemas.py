@@ -340,6 +340,24 @@ class TrainingSamplesPublic(BaseModel):
     data: list[TrainingSamplePublic]
 
 
+# --- keys ----------------------------------------------------------------------------------
+
+
+class KeyPublic(BaseModel):
+    id: str
+    created_at: datetime
+    revoked_at: datetime | None
+    current: bool = Field(description="Whether this is the key the request was made with.")
+
+    @classmethod
+    def from_row(cls, key: Any, current: bool) -> KeyPublic:
+        return cls(id=key.id, created_at=key.created_at, revoked_at=key.revoked_at, current=current)
+
+
+class KeysPublic(BaseModel):
+    data: list[KeyPublic]
+
+
 class ErrorDetail(BaseModel):
     code: str
     message: str

@@ -12,6 +12,7 @@ import hmac
 import logging
 import secrets
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.core.tables import ApiKey, utcnow
@@ -46,6 +47,14 @@ def revoke_api_key(session: Session, key_id: str) -> bool:
     row.revoked_at = utcnow()
     session.commit()
     return True
+
+
+def list_keys(session: Session, owner: str | None = None) -> list[ApiKey]:
+    """Keys (rows, never secrets), newest first; those of `owner` when given."""
+    query = select(ApiKey).order_by(ApiKey.created_at.desc(), ApiKey.id)
+    if owner is not None:
+        query = query.where(ApiKey.owner == owner)
+    return list(session.scalars(query))
 
 
 def find_key(session: Session, key: str) -> ApiKey | None:

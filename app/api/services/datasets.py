@@ -10,6 +10,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -34,6 +35,27 @@ MULTIPART_OVERHEAD = 64 * 1024  # headers and boundaries around the file part
 # --- streaming the multipart body ----------------------------------------------------------
 
 
+# An upload in progress writes its temp file continuously; one untouched this long was left
+# by a crashed process (or a client that stalled as long) and is removed.
+INCOMING_STALE_S = 3600.0
+
+
+def sweep_incoming(settings: Settings, older_than_s: float = INCOMING_STALE_S) -> Path:
+    """Remove temp uploads under ``datasets/.incoming`` untouched for `older_than_s`; the
+    directory. Run by every upload and at startup, so a crash's leftovers do not stay."""
+    incoming = settings.datasets_dir / ".incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    cutoff = time.time() - older_than_s
+    for entry in incoming.iterdir():
+        try:
+            if entry.is_file() and entry.stat().st_mtime < cutoff:
+                entry.unlink()
+                log.info("removed a stale temp upload %s", entry.name)
+        except FileNotFoundError:  # another process swept it first
+            pass
+    return incoming
+
+
 async def receive_upload(
     headers: dict[str, str], body: AsyncIterator[bytes], settings: Settings
 ) -> tuple[Path, str]:
@@ -54,8 +76,7 @@ async def receive_upload(
     if declared and declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD:
         raise too_large(f"upload of {declared} bytes", limit, "max_upload_bytes")
 
-    incoming = settings.datasets_dir / ".incoming"
-    incoming.mkdir(parents=True, exist_ok=True)
+    incoming = sweep_incoming(settings)
     state: dict[str, Any] = {"headers": {}, "field": b"", "value": b"", "out": None, "size": 0}
     found: dict[str, Any] = {}
 
