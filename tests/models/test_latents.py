@@ -13,6 +13,7 @@ import torch
 from models import RunConfig, build_generator
 from models.generate import generate_images, sample_inputs, walk_inputs
 from models.latents import slerp, truncated_normal, walk, walk_length
+from models.layers import ConditionalBatchNorm2d
 
 
 def _cfg(conditional: bool = False) -> RunConfig:
@@ -93,7 +94,8 @@ def test_walk_keyframes_are_the_seeds_samples(loop: bool) -> None:
         assert torch.equal(w.y[frame], torch.eye(3)[int(y[0])])  # exactly one-hot
     assert torch.allclose(w.y.sum(dim=1), torch.ones(w.z.shape[0]))
     again = walk_inputs(cfg, seeds, frames=4, loop=loop, truncation=1.5)
-    assert torch.equal(w.z, again.z) and w.y is not None and torch.equal(w.y, again.y)
+    assert again.y is not None
+    assert torch.equal(w.z, again.z) and torch.equal(w.y, again.y)
     # one label for the whole walk: every frame that class
     one = walk_inputs(cfg, seeds, frames=4, loop=loop, labels=[2])
     assert one.y is not None and torch.equal(one.y, torch.eye(3)[[2] * w.z.shape[0]])
@@ -108,7 +110,7 @@ def test_class_weights_give_the_class_exactly_and_blend_between() -> None:
     torch.manual_seed(1)
     netG = build_generator(cfg.model).eval()
     for bn in netG.modules():  # classes that differ, so a blend is visible
-        if hasattr(bn, "gamma"):
+        if isinstance(bn, ConditionalBatchNorm2d):
             torch.nn.init.normal_(bn.gamma.weight, 1.0, 0.5)
             torch.nn.init.normal_(bn.beta.weight, 0.0, 0.5)
     z = torch.randn(4, 16, generator=torch.Generator().manual_seed(2))

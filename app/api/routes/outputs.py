@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Annotated
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import FileResponse
 from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.orm import Session
@@ -19,7 +19,10 @@ from starlette.concurrency import run_in_threadpool
 from app.api.conditional import NOT_MODIFIED, IfNoneMatch, json_or_not_modified
 from app.api.deps import BearerDep, Principal, PrincipalDep, SessionDep, authenticate, authorized
 from app.api.errors import ApiError, invalid
+from app.api.routes.generate import Truncation, class_sheet_labels, is_class_sheet
 from app.api.schemas import (
+    INT32_MAX,
+    INT64_MAX,
     CheckpointPublic,
     CheckpointsPublic,
     MetricPoint,
@@ -56,10 +59,11 @@ async def job_metrics(
     names: Annotated[
         str | None, Query(description="Comma-separated names, e.g. loss_d,loss_g.")
     ] = None,
-    after_step: Annotated[int | None, Query(ge=0)] = None,
+    after_step: Annotated[int | None, Query(ge=0, le=INT64_MAX)] = None,
     limit: Annotated[int, Query(ge=1, le=10_000, description="Most steps returned.")] = 1000,
     every: Annotated[
-        int | None, Query(ge=1, description="Keep only steps divisible by this (downsampling).")
+        int | None,
+        Query(ge=1, le=INT64_MAX, description="Keep only steps divisible by this (downsampling)."),
     ] = None,
 ) -> Response:
     """Metric points in step order; page with ``after_step=next_after_step``; send the ETag
@@ -96,7 +100,10 @@ async def job_events(
     credentials: BearerDep,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
     after: Annotated[
-        int | None, Query(ge=0, description="Like Last-Event-ID, for clients that cannot set it.")
+        int | None,
+        Query(
+            ge=0, le=INT64_MAX, description="Like Last-Event-ID, for clients that cannot set it."
+        ),
     ] = None,
 ) -> EventSourceResponse:
     """Follow a job live; the stream ends after the ``done`` event."""
@@ -107,6 +114,8 @@ async def job_events(
     if last_event_id:
         try:
             start = int(last_event_id)
+            if not 0 <= start <= INT64_MAX:
+                raise ValueError(last_event_id)
         except ValueError:
             raise invalid("Last-Event-ID", "must be an event id (an integer)") from None
     return EventSourceResponse(_follow(hub_of(request.app), job_id, start), ping=15)
@@ -147,8 +156,8 @@ def list_checkpoints(
 def download_checkpoint(
     job_id: str, step: str, principal: PrincipalDep, session: SessionDep
 ) -> FileResponse:
-    """The checkpoint file at ``step`` (or ``latest``); its sha256 is in the X-Checksum-Sha256
-    header and in the checkpoint list."""
+    """The checkpoint file at ``step`` (or ``latest``, or ``best``: the lowest FID); its
+    sha256 is in the X-Checksum-Sha256 header and in the checkpoint list."""
     job = jobs.get(session, principal.owner, job_id)
     row = jobs.checkpoint(session, job.id, step)
     path = jobs.data_path(row.path)
@@ -184,14 +193,21 @@ async def job_samples(
     n: Annotated[int, Query(ge=1, description="Images to generate (capped by the server).")] = 64,
     seed: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
     labels: Annotated[
-        str | None, Query(description="Comma-separated class labels: n of them, or one for all.")
+        str | None,
+        Query(
+            description="Comma-separated class labels: n of them, or one for all; 'all': a "
+            "class sheet, n images of each class (one grid row per class)."
+        ),
     ] = None,
-    checkpoint: Annotated[str, Query(description="A step, or 'latest'.")] = "latest",
+    checkpoint: Annotated[
+        str, Query(description="A step, 'latest', or 'best' (the lowest FID so far).")
+    ] = "latest",
     fmt: Annotated[
         SampleFormat,
         Query(alias="format", description="grid (one PNG), png (n=1), zip (PNGs) or npy."),
     ] = "grid",
     ema: bool = True,
+    truncation: Truncation = None,
 ) -> Response:
     """Generate images now from a checkpoint; the same inputs give byte-identical output.
 
@@ -204,7 +220,17 @@ async def job_samples(
     # costs time at the high rates this route is called at
     with generation.expecting() as announcement:
         job, row, future = await run_in_threadpool(
-            _queue_samples, credentials, job_id, n, seed, labels, checkpoint, fmt, ema, announcement
+            _queue_samples,
+            credentials,
+            job_id,
+            n,
+            seed,
+            labels,
+            checkpoint,
+            fmt,
+            ema,
+            announcement,
+            truncation,
         )
     started = time.perf_counter()
     try:
@@ -212,7 +238,11 @@ async def job_samples(
     except ValueError as e:
         raise invalid("labels", str(e).removeprefix("labels: ")) from None
     body = await asyncio.get_running_loop().run_in_executor(
-        generation.encoder_pool(), generation.encode, generated.images, fmt
+        generation.encoder_pool(),
+        generation.encode,
+        generated.images,
+        fmt,
+        n if is_class_sheet(labels) else None,  # a class sheet: one row per class
     )
     telemetry = request.app.state.telemetry
     if generated.leader:  # one observation per call to the generator
@@ -240,6 +270,7 @@ def _queue_samples(
     fmt: str,
     ema: bool,
     announcement: Announcement,
+    truncation: float | None = None,
 ) -> tuple[Job, CheckpointRow, Future[Generated]]:
     """401/429, 404, then the request's own limits, then the checkpoint (409s); the request
     queued for its batch (the generator is loaded on a cache miss). No connection is held
@@ -249,14 +280,26 @@ def _queue_samples(
     with session_scope() as session:
         principal = authenticate(session, credentials)
         job = jobs.get(session, principal.owner, job_id)
-        _check_sample_request(n, fmt)
-        wanted = _parse_labels(labels, n)
+        _check_sample_request(n, fmt)  # a class sheet's n x classes: once the classes are known
+        wanted = None if is_class_sheet(labels) else _parse_labels(labels, n)
         row = jobs.checkpoint(session, job.id, checkpoint)
     path = jobs.data_path(row.path)
     if not path.is_file():
         raise ApiError(409, "checkpoint_removed", f"checkpoint {row.step} was removed; retry")
     try:
-        future = generation.submit(path, row.sha256, n, seed, wanted, ema, announcement)
+        if is_class_sheet(labels):
+            wanted = class_sheet_labels(path, row.sha256, ema, n)
+            _check_sample_request(len(wanted), fmt)
+        future = generation.submit(
+            path,
+            row.sha256,
+            len(wanted) if wanted else n,
+            seed,
+            wanted,
+            ema,
+            announcement,
+            truncation,
+        )
     except generation.UnusableCheckpoint as e:
         log.error("job %s: checkpoint %d unusable: %s", job.id, row.step, e)
         raise ApiError(
@@ -287,6 +330,8 @@ def _parse_labels(labels: str | None, n: int) -> list[int] | None:
         values = [int(v) for v in labels.split(",")]
     except ValueError:
         raise invalid("labels", "must be comma-separated integers, e.g. 3,3,7") from None
+    if any(not 0 <= v <= INT32_MAX for v in values):
+        raise invalid("labels", f"must lie in [0, {INT32_MAX}] (and below the job's classes)")
     if len(values) == 1:
         values = values * n
     if len(values) != n:
@@ -322,7 +367,10 @@ def list_training_samples(
     responses={200: {"content": {"image/png": {}}}, **error_responses(401, 404)},
 )
 def training_sample(
-    job_id: str, step: int, principal: PrincipalDep, session: SessionDep
+    job_id: str,
+    step: Annotated[int, Path(ge=0, le=INT64_MAX)],
+    principal: PrincipalDep,
+    session: SessionDep,
 ) -> FileResponse:
     """The fixed-noise grid saved at ``step`` during training."""
     job = jobs.get(session, principal.owner, job_id)

@@ -34,7 +34,7 @@ class _Request:
     key: CacheKey
     netG: Any
     z: Any  # torch.Tensor (n, z_dim), on the CPU
-    y: Any  # torch.Tensor (n,) or None
+    y: Any  # torch.Tensor: labels (n,), or class weights (n, num_classes) of a walk; or None
     future: Future[Generated] = field(default_factory=Future)
     enqueued: float = field(default_factory=time.monotonic)
 
@@ -191,12 +191,12 @@ class Batcher:
 
         netG = batch[0].netG
         z = torch.cat([r.z for r in batch])  # (B, z_dim)
-        y = None if batch[0].y is None else torch.cat([r.y for r in batch])
+        y = None if batch[0].y is None else torch.cat(_same_kind([r.y for r in batch]))
         total, chunk = z.shape[0], self.chunk
         padded = -total % chunk
         if padded:
             z = torch.cat([z, z.new_zeros(padded, z.shape[1])])
-            y = None if y is None else torch.cat([y, y.new_zeros(padded)])
+            y = None if y is None else torch.cat([y, y.new_zeros((padded, *y.shape[1:]))])
         ends = list(itertools.accumulate(r.n for r in batch))  # each request's last image + 1
         images: list[np.ndarray] = []
         ready = 0  # requests answered so far
@@ -221,3 +221,14 @@ class Batcher:
                         )
                     )
                     ready += 1
+
+
+def _same_kind(ys: list[Any]) -> list[Any]:
+    """Labels (n,) of sample requests and class weights (n, K) of walks, in one batch: the
+    labels as one-hot weights, which give the same gamma/beta exactly (models.layers)."""
+    if all(y.dim() == ys[0].dim() for y in ys):
+        return ys
+    import torch
+
+    k = next(y.shape[1] for y in ys if y.dim() == 2)
+    return [y if y.dim() == 2 else torch.nn.functional.one_hot(y, k).float() for y in ys]

@@ -28,8 +28,9 @@ import os
 import threading
 import zipfile
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +38,32 @@ import numpy as np
 
 from app.api.services.batching import Announcement, Arrivals, Batcher, CacheKey, Generated
 from app.core.config import get_settings
-from app.core.formats import SampleFormat
+from app.core.formats import ExportFormat, SampleFormat, WalkFormat
 
 log = logging.getLogger(__name__)
 
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed, so archives are byte-identical
 
 
+@dataclass(frozen=True)
+class WalkRequest:
+    """A latent walk (`models.generate.walk_inputs`): keyframe seeds, frames per segment,
+    closed into a loop or not, labels (one, or one per seed; None: each seed's own),
+    truncation."""
+
+    seeds: list[int]
+    frames: int
+    loop: bool = False
+    labels: list[int] | None = None
+    truncation: float | None = None
+
+
 class UnusableCheckpoint(Exception):
     """The checkpoint does not verify or does not load (models.CheckpointError)."""
+
+
+class ExportUnavailable(Exception):
+    """The export format's packages are not installed (models.export.ExportUnavailable)."""
 
 
 class GeneratorCache:
@@ -165,18 +183,57 @@ def submit(
     labels: Sequence[int] | None,
     ema: bool,
     announcement: Announcement | None = None,
+    truncation: float | None = None,
 ) -> Future[Generated]:
     """Queue a request for its batch; loads the generator first if it is not cached.
 
     Raises UnusableCheckpoint, and ValueError for labels that do not fit, in the caller."""
     from models.generate import sample_inputs
 
+    def inputs(cfg: Any) -> tuple[Any, Any]:
+        return sample_inputs(cfg, n, seed, labels, truncation)
+
+    return _submit(checkpoint, sha256, ema, labels is not None, inputs, announcement)
+
+
+def class_count(checkpoint: Path, sha256: str, ema: bool) -> int:
+    """The generator's classes (0: unconditional); loads it into the cache on a miss."""
+    _netG, cfg = generator_cache().get(checkpoint, sha256, ema, resolve_device())
+    return int(cfg.model.num_classes) if cfg.model.conditional else 0
+
+
+def submit_walk(
+    checkpoint: Path,
+    sha256: str,
+    walk: WalkRequest,
+    ema: bool,
+    announcement: Announcement | None = None,
+) -> Future[Generated]:
+    """Queue a latent walk's frames as one request (`models.generate.walk_inputs`); raises
+    like `submit`."""
+    from models.generate import walk_inputs
+
+    def inputs(cfg: Any) -> tuple[Any, Any]:
+        w = walk_inputs(cfg, walk.seeds, walk.frames, walk.loop, walk.labels, walk.truncation)
+        return w.z, w.y
+
+    return _submit(checkpoint, sha256, ema, walk.labels is not None, inputs, announcement)
+
+
+def _submit(
+    checkpoint: Path,
+    sha256: str,
+    ema: bool,
+    labelled: bool,
+    inputs: Callable[[Any], tuple[Any, Any]],
+    announcement: Announcement | None,
+) -> Future[Generated]:
     device = resolve_device()
     netG, cfg = generator_cache().get(checkpoint, sha256, ema, device)
-    if labels is not None and not cfg.model.conditional:
+    if labelled and not cfg.model.conditional:
         raise ValueError("labels: this job's generator is not class-conditional")
     try:
-        z, y = sample_inputs(cfg, n, seed, labels)
+        z, y = inputs(cfg)
     except ValueError as e:
         raise ValueError(f"labels: {e}") from None
     return batcher(device).submit((str(checkpoint), sha256, ema), netG, z, y, announcement)
@@ -194,7 +251,25 @@ def generate(
     return submit(checkpoint, sha256, n, seed, labels, ema).result().images
 
 
-def encode(images: np.ndarray, fmt: SampleFormat) -> bytes:
+def export(
+    checkpoint: Path, sha256: str, fmt: ExportFormat, ema: bool
+) -> tuple[Path, dict[str, str]]:
+    """The checkpoint's generator exported in `fmt` (built once, kept beside the checkpoint:
+    models.export.cached_export) and its metadata."""
+    from models import CheckpointError
+    from models import export as exporting
+
+    try:
+        path, meta = exporting.cached_export(checkpoint, sha256, fmt, ema)
+    except CheckpointError as e:
+        raise UnusableCheckpoint(str(e)) from e
+    except exporting.ExportUnavailable as e:
+        raise ExportUnavailable(str(e)) from e
+    return path, meta.as_strings()
+
+
+def encode(images: np.ndarray, fmt: SampleFormat, nrow: int | None = None) -> bytes:
+    """The images in `fmt`; a grid has `nrow` images a row (default about sqrt N)."""
     from models.generate import image_grid, png_bytes
 
     if fmt == "npy":
@@ -212,4 +287,15 @@ def encode(images: np.ndarray, fmt: SampleFormat) -> bytes:
                 entry.external_attr = 0o644 << 16
                 zf.writestr(entry, png_bytes(image))
         return buf.getvalue()
-    return png_bytes(image_grid(images))
+    return png_bytes(image_grid(images, nrow))
+
+
+def encode_walk(frames: np.ndarray, fmt: WalkFormat, fps: float) -> bytes:
+    """A walk's frames: an animated GIF/WebP, a PNG strip (one row), or npy (F, H, W, C)."""
+    from models.generate import animation_bytes, image_grid, png_bytes
+
+    if fmt == "npy":
+        return encode(frames, "npy")
+    if fmt == "png":
+        return png_bytes(image_grid(frames, nrow=len(frames)))
+    return animation_bytes(frames, fmt, fps)

@@ -1,0 +1,199 @@
+"""Generation beyond one seed over HTTP, on both stacks: latent walks in every format (decoded
+with Pillow; keyframes equal to the seeds' own samples; same parameters, same bytes; 413
+past the cap, 422 naming the field), truncation on /samples, class sheets whose rows are their
+classes, and the generator exported as a torch.export program."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.app.test_validation import assert_error
+from tests.builders import insert_checkpoint, insert_job
+from tests.stacks import Stack
+
+CLASSES = 3
+MODEL = {"arch": "cnn32", "z_dim": 16, "g_ch": 4, "d_ch": 4}
+
+
+def _generator(conditional: bool) -> tuple[torch.nn.Module, dict[str, Any]]:
+    from models import RunConfig, build_generator
+    from models.layers import ConditionalBatchNorm2d
+
+    model: dict[str, Any] = dict(MODEL)
+    if conditional:
+        model.update(conditional=True, num_classes=CLASSES)
+    cfg = RunConfig.from_dict({"model": model})
+    torch.manual_seed(0)
+    netG = build_generator(cfg.model)
+    if conditional:  # each class its own colour: the last BN's beta sets it, z barely matters
+        last = [m for m in netG.modules() if isinstance(m, ConditionalBatchNorm2d)][-1]
+        torch.nn.init.constant_(last.gamma.weight, 0.05)
+        with torch.no_grad():
+            last.beta.weight.copy_(3 * torch.randn(last.beta.weight.shape))
+    return netG, cfg.to_dict()
+
+
+def _job(stack: Stack, owner: str, conditional: bool) -> str:
+    """A finished job with one checkpoint (step 2) of a tiny generator, written directly."""
+    from models.checkpoint import save_checkpoint
+
+    netG, config = _generator(conditional)
+    model = {**MODEL, "conditional": conditional}  # the classes are the checkpoint's
+    job_id = insert_job(stack, owner, "succeeded", steps=2, spec={"model": model})
+    path = stack.data_dir / "jobs" / job_id / "step_00000002.pt"
+    state = {"config": config, "netG": netG.state_dict(), "ema_G": None, "step": 2}
+    sha, _ = save_checkpoint(state, path)
+    insert_checkpoint(stack, job_id, 2, path, sha)
+    return job_id
+
+
+def _get(api: httpx.Client, job_id: str, route: str, **params: Any) -> httpx.Response:
+    return api.get(f"/v1/jobs/{job_id}/{route}", params=params, timeout=300)
+
+
+def _npy(response: httpx.Response) -> np.ndarray:
+    assert response.status_code == 200, response.text
+    return np.load(io.BytesIO(response.content), allow_pickle=False)  # type: ignore[no-any-return]
+
+
+def _frames(body: bytes) -> list[np.ndarray]:
+    image = Image.open(io.BytesIO(body))
+    out = []
+    for i in range(getattr(image, "n_frames", 1)):
+        image.seek(i)
+        out.append(np.asarray(image.convert("RGB")))
+    return out
+
+
+def test_walks_in_every_format(stack: Stack, api: httpx.Client, owner: str) -> None:
+    job_id = _job(stack, owner, conditional=True)
+    walk = {"seeds": "3,17,42", "frames": 4}
+    frames = _npy(_get(api, job_id, "interpolations", **walk, format="npy"))
+    assert frames.shape == (9, 32, 32, 3)  # 2 segments of 4, and the last keyframe
+    # keyframe i is the image /samples gives for seeds[i] (its own drawn label)
+    for seed, index in ((3, 0), (17, 4), (42, 8)):
+        alone = _npy(_get(api, job_id, "samples", n=1, seed=seed, format="npy"))
+        assert np.array_equal(frames[index], alone[0])
+    webp = _get(api, job_id, "interpolations", **walk, format="webp")
+    assert webp.headers["content-type"] == "image/webp"
+    assert webp.headers["x-walk-keyframes"] == "0,4,8"
+    assert np.array_equal(np.stack(_frames(webp.content)), frames)  # lossless
+    gif = _get(api, job_id, "interpolations", **walk, format="gif")
+    assert gif.headers["content-type"] == "image/gif"
+    assert len(_frames(gif.content)) == 9
+    strip = Image.open(
+        io.BytesIO(_get(api, job_id, "interpolations", **walk, format="png").content)
+    )
+    assert strip.size == (9 * 34 + 2, 36)  # one row, 2-pixel padding
+    for fmt, first in (("gif", gif), ("webp", webp)):
+        again = _get(api, job_id, "interpolations", **walk, format=fmt)
+        assert again.content == first.content
+    looped = _npy(_get(api, job_id, "interpolations", **walk, loop="true", format="npy"))
+    assert looped.shape[0] == 12 and np.array_equal(looped[:8], frames[:8])
+    # one label for the walk: every frame that class's; truncation changes the keyframes
+    centroids = _class_colours(api, job_id)
+    for c in range(CLASSES):
+        one = _npy(_get(api, job_id, "interpolations", **walk, labels=str(c), format="npy"))
+        assert [_classify(centroids, f) for f in one] == [c] * 9
+    narrow = _npy(_get(api, job_id, "interpolations", **walk, truncation=0.5, format="npy"))
+    assert not np.array_equal(narrow, frames)
+
+
+@pytest.mark.settings(SNGAN_MAX_SAMPLES_PER_REQUEST="40")
+def test_walk_limits_and_bad_parameters(stack: Stack, api: httpx.Client, owner: str) -> None:
+    job_id = _job(stack, owner, conditional=False)
+    too_long = _get(api, job_id, "interpolations", seeds="1,2,3", frames=20)  # 41 frames
+    error = assert_error(too_long, 413, "seeds x frames", "41", "40")
+    assert error["details"]["limit"] == 40
+    assert _get(api, job_id, "interpolations", seeds="1,2,3", frames=19, format="npy").is_success
+    bad: list[tuple[dict[str, Any], str]] = [
+        ({"seeds": "3"}, "seeds"),
+        ({"seeds": "3,x"}, "seeds"),
+        ({"seeds": "3,-1"}, "seeds"),
+        ({"seeds": "1,2", "frames": 0}, "frames"),
+        ({"seeds": "1,2", "truncation": 0}, "truncation"),
+        ({"seeds": "1,2", "format": "mp4"}, "format"),
+        ({"seeds": "1,2", "labels": "1"}, "labels"),  # the job is not class-conditional
+    ]
+    for params, field in bad:
+        response = _get(api, job_id, "interpolations", **params)
+        assert response.status_code == 422, (params, response.text)
+        assert field in response.text
+    assert _get(api, "no-such-job", "interpolations", seeds="1,2").status_code == 404
+
+
+@pytest.mark.settings(SNGAN_MAX_SAMPLES_PER_REQUEST="64")
+def test_truncation_on_samples(stack: Stack, api: httpx.Client, owner: str) -> None:
+    job_id = _job(stack, owner, conditional=False)
+
+    def samples(**params: Any) -> httpx.Response:
+        return _get(api, job_id, "samples", n=64, seed=5, format="npy", **params)
+
+    full = _npy(samples()).astype(np.float64).std(axis=0).mean()  # per-pixel std, 64 images
+    narrow = _npy(samples(truncation=0.2)).astype(np.float64).std(axis=0).mean()
+    assert narrow < 0.6 * full
+    assert samples(truncation=0.2).content == samples(truncation=0.2).content
+    assert samples(truncation=1e6).content == samples().content  # nothing redrawn
+    assert_error(samples(truncation=-1), 422, "truncation")
+
+
+def _class_colours(api: httpx.Client, job_id: str) -> np.ndarray:
+    """A nearest-centroid classifier's centroids: each class's mean colour over 8 samples of
+    it (seed 100, which no other request here uses)."""
+    return np.stack(
+        [
+            _npy(_get(api, job_id, "samples", n=8, seed=100, labels=str(c), format="npy"))
+            .reshape(-1, 3)
+            .mean(axis=0)
+            for c in range(CLASSES)
+        ]
+    )
+
+
+def _classify(centroids: np.ndarray, image: np.ndarray) -> int:
+    colour = image.reshape(-1, 3).mean(axis=0)
+    return int(np.argmin(((centroids - colour) ** 2).sum(axis=1)))
+
+
+def test_class_sheets(stack: Stack, api: httpx.Client, owner: str) -> None:
+    job_id = _job(stack, owner, conditional=True)
+    centroids = _class_colours(api, job_id)
+    sheet = _get(api, job_id, "samples", format="grid", labels="all", n=4, seed=1)
+    grid = np.asarray(Image.open(io.BytesIO(sheet.content)).convert("RGB"))
+    assert grid.shape == (CLASSES * 34 + 2, 4 * 34 + 2, 3)  # one row per class, n per row
+    for row in range(CLASSES):
+        for col in range(4):
+            cell = grid[2 + row * 34 : row * 34 + 34, 2 + col * 34 : col * 34 + 34]
+            assert _classify(centroids, cell) == row
+    as_npy = _npy(_get(api, job_id, "samples", format="npy", labels="all", n=4, seed=1))
+    assert as_npy.shape == (CLASSES * 4, 32, 32, 3)
+    plain = _job(stack, owner, conditional=False)
+    assert_error(_get(api, plain, "samples", labels="all", n=4), 422, "labels", "conditional")
+
+
+def test_export_as_a_torch_program(stack: Stack, api: httpx.Client, owner: str) -> None:
+    job_id = _job(stack, owner, conditional=True)
+    response = _get(api, job_id, "export", format="pt2")
+    assert response.status_code == 200, response.text
+    assert response.headers["x-generator-z-dim"] == "16"
+    assert response.headers["x-generator-num-classes"] == str(CLASSES)
+    assert response.headers["x-checkpoint-step"] == "2"
+    assert response.headers["x-generator-inputs"] == "z,y"
+    program = torch.export.load(io.BytesIO(response.content))
+    z, y = torch.randn(3, 16), torch.tensor([0, 1, 2])
+    netG, _ = _generator(conditional=True)
+    with torch.no_grad():
+        assert float((program.module()(z, y) - netG.eval()(z, y)).abs().max()) <= 1e-4
+    assert _get(api, job_id, "export", format="pt2").content == response.content  # cached
+    cached = list(Path(stack.data_dir, "jobs", job_id).glob("step_00000002.pt.*.pt2"))
+    assert len(cached) == 1
+    assert_error(_get(api, job_id, "export", format="torchscript"), 422, "format")
+    assert _get(api, job_id, "export", checkpoint="9").status_code == 404
