@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from app.api.errors import install_error_handlers
 from app.api.limits import RequestLimitsMiddleware
 from app.api.observability import RequestMetricsMiddleware, Telemetry
-from app.api.routes import datasets, jobs, keys, ops, outputs, webhooks
+from app.api.routes import datasets, generate, jobs, keys, ops, outputs, webhooks
 from app.api.schemas import error_responses
 from app.api.services import webhook_delivery
 from app.api.services.datasets import sweep_incoming
@@ -101,7 +101,7 @@ def create_app() -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(RequestLimitsMiddleware)  # body size, NUL bytes: before any route
     app.add_middleware(RequestMetricsMiddleware, telemetry=telemetry)
-    for module in (datasets, jobs, outputs, webhooks, keys):
+    for module in (datasets, jobs, outputs, generate, webhooks, keys):
         # any authenticated route may answer 429 (rate limit) or 503 (database unreachable)
         app.include_router(module.router, responses=error_responses(429, 503))
     app.include_router(ops.router)
