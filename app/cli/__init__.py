@@ -1,10 +1,10 @@
 """The ``sngan`` command: run the service, talk to it over HTTP, train a demo locally.
 
 One module per command group: ``serve`` (running the service and supervising its children),
-``keys`` (key admin on the database), ``datasets``, ``jobs`` and ``samples`` (the HTTP client,
-``client.Api``), ``demo`` (local training) and ``config``. Heavy modules (torch, the web app,
-the database layer) are imported inside the commands that need them, so the HTTP client
-commands start in a fraction of a second.
+``keys`` (key admin on the database), ``datasets``, ``jobs``, ``samples`` and ``export`` (the
+HTTP client, ``client.Api``), ``demo`` (local training) and ``config``. Heavy modules (torch,
+the web app, the database layer) are imported inside the commands that need them, so the HTTP
+client commands start in a fraction of a second.
 
 Output convention: data goes to stdout (an id alone on the last line for the commands that
 create something, so ``ID=$(sngan jobs submit ...)`` works; ``--json`` prints the whole
@@ -20,7 +20,7 @@ from app.cli.datasets import datasets_app
 from app.cli.demo import demo
 from app.cli.jobs import jobs_app
 from app.cli.keys import keys_app
-from app.cli.samples import samples
+from app.cli.samples import export, samples
 from app.cli.serve import serve, worker
 
 __all__ = ["app", "main"]
@@ -36,6 +36,7 @@ app = typer.Typer(
 app.command()(serve)
 app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(worker)
 app.command()(samples)
+app.command()(export)
 app.command()(demo)
 app.command("config")(config_cmd)
 app.add_typer(keys_app, name="keys")
