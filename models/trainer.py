@@ -19,7 +19,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -38,6 +38,9 @@ from .device import resolve_device
 from .generate import image_grid, save_png, to_uint8
 from .losses import d_loss, g_loss
 from .nets import build_discriminator, build_generator
+
+if TYPE_CHECKING:
+    from .evaluation import Evaluator
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,10 @@ class TrainerSinks:
 
     def on_checkpoint_removed(self, step: int, path: Path) -> None:
         """An old checkpoint was deleted (only the last K plus pinned ones are kept)."""
+
+    def on_best(self, step: int, fid: float) -> None:
+        """FID at `step` is the lowest so far; that step's checkpoint was just written and is
+        kept whatever keep-last-K says (the previous best is pruned like any other)."""
 
     def should_stop(self) -> bool:
         """Polled between steps; True makes the trainer write a checkpoint and return."""
@@ -109,10 +116,16 @@ class Trainer:
         self.use_bf16 = tc.precision == "bf16" or (
             tc.precision == "auto" and self.device.type == "cuda"
         )
+        # the best checkpoint by FID (lowest) and its value: pinned against keep-last-K
+        self.best: tuple[int, float] | None = None
+        self.evaluator: Evaluator | None = None
         if config.eval.every > 0:
-            from .evaluation import check_evaluation_available
+            from .evaluation import Evaluator, check_evaluation_available
 
-            check_evaluation_available(inception_weights)
+            # before any training: a missing or wrong weights file fails the job now
+            weights = check_evaluation_available(inception_weights)
+            cache = self.out_dir.parent / ".fidelity-cache"
+            self.evaluator = Evaluator(weights, self.device, cache)
 
         if dataset is None:
             dataset = load_dataset(config.data, mc.resolution, channels=mc.channels)
@@ -355,6 +368,8 @@ class Trainer:
         if resume_from is not None:
             self.load_state(load_checkpoint(resume_from, map_location=self.device))
             log.info("resumed from %s at step %d", resume_from, self.step)
+            if self.best is not None:  # the record may be past the checkpoint resumed from
+                self.sinks.on_best(*self.best)
         self.netG.train()
         self.netD.train()
         tc = self.cfg.train
@@ -375,10 +390,12 @@ class Trainer:
                 self._flush_metrics()
             if sample_due:
                 self._write_sample_grid()
-            if eval_due:
-                self._evaluate()
-            if ckpt_due or stop:
+            new_best = eval_due and self._evaluate()
+            if ckpt_due or stop or new_best:  # a new best FID gets its checkpoint, pinned
                 last_ckpt = self._write_checkpoint()
+            if new_best:
+                assert self.best is not None
+                self.sinks.on_best(*self.best)
             if stop:
                 return TrainResult(self.step, True, last_ckpt)
         if last_ckpt is None:  # resumed at the final step: nothing to do
@@ -418,23 +435,22 @@ class Trainer:
         tmp.replace(path)
         self.sinks.on_sample_grid(self.step, path)
 
-    def _evaluate(self) -> None:
-        from .evaluation import evaluate
-
+    def _evaluate(self) -> bool:
+        """Evaluate the sampling generator; True when FID improved on the best so far."""
+        assert self.evaluator is not None
         netG = self.ema_G if self.ema_G is not None else self.netG
         spec = f"{self.cfg.data}-{self.cfg.model.resolution}-{self.cfg.model.channels}"
-        key = hashlib.sha256(spec.encode()).hexdigest()[:16]
-        metrics = evaluate(
-            netG,
-            self.cfg,
-            self.dataset,
-            self.inception_weights,
-            self.out_dir.parent / ".fidelity-cache",
-            key,
-            self.device,
-            seed=self.cfg.train.seed,
+        key = hashlib.sha256(f"{spec}-{len(self.dataset)}".encode()).hexdigest()[:16]
+        # its own seeded generator: the training RNG stream is not drawn from
+        metrics = self.evaluator.evaluate(
+            netG, self.cfg, self.dataset, key, seed=self.cfg.train.seed
         )
         self.sinks.on_metrics(self.step, metrics)
+        fid = metrics.get("fid")
+        if fid is None or (self.best is not None and fid >= self.best[1]):
+            return False
+        self.best = (self.step, fid)
+        return True
 
     # --- state ----------------------------------------------------------------------------
 
@@ -451,6 +467,7 @@ class Trainer:
             "rng_cpu": torch.get_rng_state(),
             "rng_python": list(random.getstate()[1]),
             "rng_python_version": random.getstate()[0],
+            "best": list(self.best) if self.best is not None else None,
         }
         if torch.cuda.is_available():
             state["rng_cuda"] = torch.cuda.get_rng_state_all()
@@ -469,6 +486,8 @@ class Trainer:
             for g, lr in zip(opt.param_groups, lrs, strict=True):
                 g["lr"] = lr
         self.step = int(state["step"])
+        best = state.get("best")
+        self.best = (int(best[0]), float(best[1])) if best is not None else None
         torch.set_rng_state(state["rng_cpu"].cpu())
         random.setstate((state["rng_python_version"], tuple(state["rng_python"]), None))
         if "rng_cuda" in state and torch.cuda.is_available():
@@ -484,6 +503,8 @@ class Trainer:
     def _prune_checkpoints(self) -> None:
         existing = list_checkpoints(self.ckpt_dir)
         keep = {s for s, _ in existing[-max(1, self.cfg.keep_last) :]} | self.pinned_steps
+        if self.best is not None:
+            keep.add(self.best[0])
         for step, path in existing:
             if step not in keep:
                 remove_checkpoint(path)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -26,7 +26,7 @@ from app.core import events, leases
 from app.core.config import Settings
 from app.core.leases import Lease, LeaseLost, ProgressUpdate
 from app.core.status import JobStatus
-from app.core.tables import Checkpoint, SampleGrid, utcnow
+from app.core.tables import Checkpoint, Job, SampleGrid, utcnow
 from models import TrainerSinks
 from worker import shutdown
 
@@ -143,6 +143,17 @@ class DatabaseSinks(TrainerSinks):
             )
 
         self._writes.append((write, None))
+
+    def on_best(self, step: int, fid: float) -> None:
+        job_id = self.lease.job_id
+
+        def write(session: Session) -> None:
+            session.execute(
+                update(Job).where(Job.id == job_id).values(best_fid=fid, best_step=step)
+            )
+
+        self._writes.append((write, None))
+        self.flush()
 
     @property
     def cancel_requested(self) -> bool:

@@ -221,6 +221,13 @@ def choose_resume_point(
             delete(SampleGrid).where(SampleGrid.job_id == job_id, SampleGrid.step > resume_step)
         )
         session.execute(update(Job).where(Job.id == job_id).values(step=resume_step))
+        # a best checkpoint past the resume point is gone with its run; the checkpoint resumed
+        # from carries the best up to it, and the trainer reports that once loaded
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.best_step > resume_step)
+            .values(best_fid=None, best_step=None)
+        )
 
     with sessions() as session:
         leases.fenced(session, lease, reconcile)
