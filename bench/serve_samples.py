@@ -5,7 +5,9 @@ directory with a job row pointing at it (SQLite, embedded broker, auth off), sta
 `sngan serve` as a subprocess (the API, and the idle worker child it runs on an embedded
 data directory), and drives 1, 8 and 32 concurrent clients requesting single PNGs with
 distinct seeds (`format=png&n=1`) over HTTP for a fixed time each; then restarts it with
-SNGAN_BATCHING=false and does the same.
+SNGAN_BATCHING=false and does the same. With batching on it also times latent walks
+(`/interpolations`, 3 seeds, `--walk-frames` a segment, one client, gif and npy): the walk
+rows (`--walks-only`: those alone).
 
     python bench/serve_samples.py                       # resnet32 at paper widths, CPU or GPU
     python bench/serve_samples.py --device cuda --clients 1,8,32,128
@@ -160,6 +162,42 @@ def measure(url: str, job_id: str, args: argparse.Namespace, batching: bool) -> 
     return rows
 
 
+@dataclass
+class WalkRow:
+    fmt: str
+    frames: int
+    p50_ms: float
+    frames_per_s: float
+
+
+def measure_walks(url: str, job_id: str, args: argparse.Namespace) -> list[WalkRow]:
+    """One client asking for walks through 3 new seeds at a time, for `duration` s a format."""
+    rows = []
+    with httpx.Client(base_url=url, timeout=600) as http:
+        warm = {"seeds": "1,2", "frames": args.walk_frames, "format": "npy"}
+        http.get(f"/v1/jobs/{job_id}/interpolations", params=warm).raise_for_status()
+        for fmt in ("npy", "gif"):
+            latencies: list[float] = []
+            frames = 0
+            end = time.perf_counter() + args.duration
+            i = 0
+            while time.perf_counter() < end or not latencies:
+                seeds = ",".join(str(10**9 + 3 * i + k) for k in range(3))
+                t0 = time.perf_counter()
+                r = http.get(
+                    f"/v1/jobs/{job_id}/interpolations",
+                    params={"seeds": seeds, "frames": args.walk_frames, "format": fmt},
+                )
+                r.raise_for_status()
+                latencies.append(time.perf_counter() - t0)
+                frames = int(r.headers["X-Walk-Frames"])
+                i += 1
+            p50 = percentile(latencies, 0.5)
+            rows.append(WalkRow(fmt, frames, p50 * 1000, frames / p50))
+            print(f"  walk {fmt}: {rows[-1]}")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (generation)")
@@ -169,6 +207,8 @@ def main() -> None:
     parser.add_argument("--clients", default="1,8,32")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per row")
     parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--walk-frames", type=int, default=16, help="frames a walk's segment")
+    parser.add_argument("--walks-only", action="store_true", help="only the walk rows")
     parser.add_argument("--batch-max-wait-ms", type=float, default=None)
     parser.add_argument("--batch-max-size", type=int, default=None)
     parser.add_argument("--chunk", type=int, default=None, help="SNGAN_GENERATION_CHUNK")
@@ -225,18 +265,32 @@ def main() -> None:
             or f"{default_chunk(device)} (default on {device})",
         }
         rows: list[Row] = []
-        for batching in (True, False):
+        walks: list[WalkRow] = []
+        for batching in (True,) if args.walks_only else (True, False):
             logs = workdir / f"batching-{batching}"
             logs.mkdir()
             with running({**env, "SNGAN_BATCHING": str(batching).lower()}, logs) as service:
                 url = service.serve(workers=args.api_workers)
-                rows += measure(url, job_id, args, batching)
+                if not args.walks_only:
+                    rows += measure(url, job_id, args, batching)
+                if batching:
+                    walks = measure_walks(url, job_id, args)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
+    what = args.checkpoint or f"{args.arch}" + (f" g_ch/d_ch {args.g_ch}" if args.g_ch else "")
+    print()
+    print(f"Latent walks, {what} on {device}: 3 seeds, {args.walk_frames} frames a segment")
+    print()
+    print("| format | frames | ms per walk (p50) | frames/s |")
+    print("|---|---|---|---|")
+    for w in walks:
+        print(f"| {w.fmt} | {w.frames} | {w.p50_ms:.0f} | {w.frames_per_s:.1f} |")
+    if args.walks_only:
+        return
+
     off = {r.clients: r for r in rows if not r.batching}
     single = off[min(off)].p50_ms
-    what = args.checkpoint or f"{args.arch}" + (f" g_ch/d_ch {args.g_ch}" if args.g_ch else "")
     print()
     print(
         f"{what}, generation on {device} (server's torch threads: {args.threads or 'default'}), "

@@ -20,6 +20,8 @@ import importlib.util
 import io
 import json
 import os
+import subprocess
+import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -29,7 +31,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from .checkpoint import _atomic_write, load_checkpoint, step_of
+from .checkpoint import CheckpointError, _atomic_write, load_checkpoint, step_of
 from .config import RunConfig
 from .nets import build_generator
 
@@ -181,12 +183,17 @@ def read_pt2_metadata(path: Path) -> dict[str, Any]:
 
 
 def cached_export(
-    checkpoint: Path, sha256: str, fmt: Format, ema: bool
+    checkpoint: Path, sha256: str, fmt: Format, ema: bool, isolated: bool = False
 ) -> tuple[Path, ExportMetadata]:
     """The export of `checkpoint` (`export_path`) and its metadata (kept beside it as JSON),
     built if it is not there yet; builders of one file wait for each other (an exclusive lock
     on a file beside it), so it is built once. Raises `CheckpointError` for a checkpoint that
-    does not verify."""
+    does not verify.
+
+    `isolated`: build it in a child process (`python -m models.export`), as a server should:
+    the exporters silence their noise through process-wide state (stdout, warning filters)
+    that other threads share, and an ONNX export's memory and its onnxscript import are
+    given back when the child exits."""
     target = export_path(checkpoint, sha256, fmt, ema)
     meta_path = target.with_name(f"{target.name}.json")
     if not target.is_file():
@@ -194,10 +201,50 @@ def cached_export(
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             if not target.is_file():  # nobody built it while this waited
-                netG, _cfg, meta = load_for_export(checkpoint, sha256, ema)
-                data = export_bytes(netG, meta, fmt)
-                _atomic_write(meta_path, json.dumps(asdict(meta), sort_keys=True).encode())
-                _atomic_write(target, data)  # last: its presence means both are complete
+                if isolated:
+                    _build_in_child(checkpoint, sha256, fmt, ema)
+                else:
+                    _build(checkpoint, sha256, fmt, ema)
         finally:
             os.close(fd)  # releases the lock
     return target, ExportMetadata(**json.loads(meta_path.read_text()))
+
+
+def _build(checkpoint: Path, sha256: str, fmt: Format, ema: bool) -> None:
+    target = export_path(checkpoint, sha256, fmt, ema)
+    netG, _cfg, meta = load_for_export(checkpoint, sha256, ema)
+    data = export_bytes(netG, meta, fmt)
+    _atomic_write(target.with_name(f"{target.name}.json"), json.dumps(asdict(meta)).encode())
+    _atomic_write(target, data)  # last: its presence means both are complete
+
+
+_CHILD_FAILED = 3  # the child's exit status for a CheckpointError (its message on stderr)
+
+
+def _build_in_child(checkpoint: Path, sha256: str, fmt: Format, ema: bool) -> None:
+    check_available(fmt)  # said here, in the caller's terms, rather than by a child's failure
+    args = [str(checkpoint), sha256, fmt, "ema" if ema else "netG"]
+    done = subprocess.run(
+        [sys.executable, "-m", "models.export", *args], capture_output=True, text=True
+    )
+    if done.returncode == _CHILD_FAILED:
+        raise CheckpointError(done.stderr.strip().splitlines()[-1])
+    if done.returncode != 0:
+        raise RuntimeError(f"exporting {checkpoint} as {fmt} failed: {done.stderr[-2000:]}")
+
+
+def main(argv: list[str]) -> int:
+    """``python -m models.export CHECKPOINT SHA256 onnx|pt2 ema|netG``: `_build`."""
+    checkpoint, sha256, fmt, weights = argv
+    if fmt not in SUFFIX:
+        raise SystemExit(f"unknown format {fmt!r}")
+    try:
+        _build(Path(checkpoint), sha256, fmt, weights == "ema")  # type: ignore[arg-type]
+    except CheckpointError as e:
+        print(e, file=sys.stderr)
+        return _CHILD_FAILED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

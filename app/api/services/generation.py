@@ -260,7 +260,8 @@ def export(
     from models import export as exporting
 
     try:
-        path, meta = exporting.cached_export(checkpoint, sha256, fmt, ema)
+        # built in a child process: see cached_export
+        path, meta = exporting.cached_export(checkpoint, sha256, fmt, ema, isolated=True)
     except CheckpointError as e:
         raise UnusableCheckpoint(str(e)) from e
     except exporting.ExportUnavailable as e:
