@@ -120,6 +120,7 @@ def test_walk_limits_and_bad_parameters(stack: Stack, api: httpx.Client, owner: 
         ({"seeds": "3,-1"}, "seeds"),
         ({"seeds": "1,2", "frames": 0}, "frames"),
         ({"seeds": "1,2", "truncation": 0}, "truncation"),
+        ({"seeds": "1,2", "truncation": 0.001}, "truncation"),  # below 0.01: too many redraws
         ({"seeds": "1,2", "format": "mp4"}, "format"),
         ({"seeds": "1,2", "labels": "1"}, "labels"),  # the job is not class-conditional
     ]
