@@ -28,6 +28,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -42,6 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.stack import (  # noqa: E402
+    SNGAN,
     Service,
     free_port,
     running,
@@ -160,7 +162,23 @@ def serve(service: Service, source: Path) -> int:
     return proc.pid
 
 
+def start_worker(service: Service, source: Path) -> None:
+    """`sngan worker` running `source`'s code: it starts Celery with ``python -m``, which puts
+    its working directory first on the path."""
+    with (service.workdir / "worker.log").open("ab") as log:
+        service.procs["worker"] = subprocess.Popen(
+            [str(SNGAN), "worker", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+            cwd=source,
+            env=service.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 def main() -> None:
+    # a SIGTERM (timeout, kill) unwinds through `running`, which stops the processes
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--postgres", action="store_true", help="PostgreSQL + Redis stack")
     parser.add_argument("--auth", choices=["on", "off"], default="off")
@@ -190,7 +208,7 @@ def main() -> None:
         env["PYTHONPATH"] = os.pathsep.join([str(source), str(REPO)])
         with running(env, workdir) as service:
             api_pid = serve(service, source)
-            service.worker()
+            start_worker(service, source)
             report(args, service, api_pid, services.get("SNGAN_DATABASE_URL"))
 
 
