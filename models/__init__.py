@@ -25,6 +25,7 @@ _EXPORTS = {
     "TrainerSinks": "trainer",
     "build_discriminator": "nets",
     "build_generator": "nets",
+    "cached_export": "export",
     "check_evaluation_available": "evaluation",
     "count_parameters": "nets",
     "generate_images": "generate",
@@ -38,8 +39,11 @@ _EXPORTS = {
     "png_bytes": "generate",
     "resolve_device": "device",
     "save_png": "generate",
+    "slerp": "latents",
     "synthetic_shapes": "data",
+    "truncated_normal": "latents",
     "verify_checkpoint": "checkpoint",
+    "walk_inputs": "generate",
 }
 __all__ = [
     "ARCHS",
@@ -59,6 +63,7 @@ __all__ = [
     "TrainerSinks",
     "build_discriminator",
     "build_generator",
+    "cached_export",
     "check_evaluation_available",
     "count_parameters",
     "generate_images",
@@ -72,8 +77,11 @@ __all__ = [
     "png_bytes",
     "resolve_device",
     "save_png",
+    "slerp",
     "synthetic_shapes",
+    "truncated_normal",
     "verify_checkpoint",
+    "walk_inputs",
 ]
 
 
@@ -105,6 +113,8 @@ if TYPE_CHECKING:
     from .data import DatasetError, ImageDataset, load_dataset, synthetic_shapes
     from .device import resolve_device
     from .evaluation import EvaluationUnavailable, check_evaluation_available
-    from .generate import generate_images, image_grid, png_bytes, save_png
+    from .export import cached_export
+    from .generate import generate_images, image_grid, png_bytes, save_png, walk_inputs
+    from .latents import slerp, truncated_normal
     from .nets import build_discriminator, build_generator, count_parameters
     from .trainer import DivergedError, Trainer, TrainerSinks, TrainResult
