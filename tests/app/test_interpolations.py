@@ -198,3 +198,33 @@ def test_export_as_a_torch_program(stack: Stack, api: httpx.Client, owner: str) 
     assert len(cached) == 1
     assert_error(_get(api, job_id, "export", format="torchscript"), 422, "format")
     assert _get(api, job_id, "export", checkpoint="9").status_code == 404
+
+
+def test_walks_and_samples_share_a_batch_without_changing_a_pixel() -> None:
+    """A walk's class weights and a sample request's labels in one batch (the labels become
+    one-hot weights there): each gets the images it gets alone."""
+    import contextlib
+
+    from app.api.services.batching import Arrivals, Batcher
+    from models import RunConfig
+    from models.generate import sample_inputs, walk_inputs
+
+    netG, config = _generator(conditional=True)
+    netG.eval()
+    cfg = RunConfig.from_dict(config)
+    walk = walk_inputs(cfg, [3, 17], frames=5)
+    inputs = [sample_inputs(cfg, 3, 1, [0, 2, 1]), (walk.z, walk.y), sample_inputs(cfg, 2, 9)]
+    key = ("in-memory", "0" * 64, False)
+    alone = Batcher("cpu", batching=False, max_wait_s=0, max_size=64, chunk=4)
+    expected = [alone.submit(key, netG, z, y).result(timeout=60).images for z, y in inputs]
+    arrivals = Arrivals()
+    together = Batcher("cpu", batching=True, max_wait_s=60, max_size=11, chunk=4, arrivals=arrivals)
+    with contextlib.ExitStack() as stack:
+        announced = [stack.enter_context(arrivals.expecting()) for _ in inputs]
+        futures = [
+            together.submit(key, netG, z, y, a) for (z, y), a in zip(inputs, announced, strict=True)
+        ]
+    results = [f.result(timeout=60) for f in futures]
+    assert [r.batch_requests for r in results] == [3, 3, 3]
+    for got, want in zip(results, expected, strict=True):
+        assert np.array_equal(got.images, want)
