@@ -5,6 +5,7 @@ watch` polls with If-None-Match."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -72,6 +73,50 @@ def test_viewers_of_a_job_share_one_reader(stack: Stack, owner: str) -> None:
     # every read of the job's events was the one reader's (its first also looked up the
     # newest id): none per viewer
     assert len(reads) == polls + 1, reads
+
+
+def test_a_viewer_behind_the_buffer_or_past_the_end_still_gets_every_event(
+    stack: Stack, owner: str
+) -> None:
+    """A feed keeps its newest 3 events here: a viewer joining from the start replays the
+    older ones from the database, in order, then follows the feed. The feed was started by a
+    viewer with a made-up Last-Event-ID past the newest event (which, as before, gets
+    nothing): it starts from the newest event instead, so the others still see new ones."""
+    job_id = insert_job(stack, owner, status="queued")
+    for step in range(10):
+        add_event(stack, job_id, "progress", {"step": step})
+
+    async def watch() -> tuple[list[int], list[int], list[int], int]:
+        hub = EventHub(interval_s=0.05, buffer_size=3)
+        seen: dict[str, list[int]] = {"past": [], "first": [], "late": []}
+
+        async def viewer(name: str, after_id: int, wanted: int) -> None:
+            async for _, _, data in hub.follow(job_id, after_id):
+                seen[name].append(json.loads(data)["step"])
+                if len(seen[name]) == wanted:
+                    return
+
+        async with asyncio.timeout(60):
+            past = asyncio.create_task(viewer("past", 10**12, 1))  # the feed starts here
+            while job_id not in hub.feeds or hub.feeds[job_id].polls == 0:
+                await asyncio.sleep(0.01)
+            await viewer("first", 0, 10)  # all ten: the feed moved back to the newest
+            for step in range(10, 15):
+                await asyncio.to_thread(add_event, stack, job_id, "progress", {"step": step})
+            feed = hub.feeds[job_id]
+            while not feed.rows or json.loads(feed.rows[-1][2])["step"] != 14:
+                await asyncio.sleep(0.01)
+            kept = len(feed.rows)
+            await viewer("late", 0, 15)  # 12 replayed from the database, then the buffer
+            past.cancel()
+        return seen["past"], seen["first"], seen["late"], kept
+
+    assert stack.served is not None
+    past, first, late, kept = stack.served.portal.call(watch)
+    assert kept == 3  # the feed dropped the older of the five new events
+    assert first == list(range(10))
+    assert late == list(range(15))
+    assert past == []
 
 
 @pytest.fixture(scope="module")

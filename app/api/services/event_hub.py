@@ -80,6 +80,7 @@ class Feed:
     ended: bool = False
     viewers: int = 0
     polls: int = 0  # database reads made by this feed's poller
+    buffer_size: int = BUFFER_SIZE
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def since(self, after_id: int) -> list[EventRow]:
@@ -94,8 +95,8 @@ class Feed:
         if got.rows:
             self.rows.extend(got.rows)
             self.last_id = got.rows[-1][0]
-            if len(self.rows) > BUFFER_SIZE:
-                dropped = len(self.rows) - BUFFER_SIZE
+            if len(self.rows) > self.buffer_size:
+                dropped = len(self.rows) - self.buffer_size
                 self.base_id = self.rows[dropped - 1][0]
                 del self.rows[:dropped]
         self.ended = got.complete and (got.status is None or got.status in FINISHED_STATUSES)
@@ -111,8 +112,9 @@ class EventHub:
     """The feeds of one API process (one event loop), by job id; a feed's poller runs while
     the job has viewers."""
 
-    def __init__(self, interval_s: float) -> None:
+    def __init__(self, interval_s: float, buffer_size: int = BUFFER_SIZE) -> None:
         self.interval_s = interval_s
+        self.buffer_size = buffer_size
         self.feeds: dict[str, Feed] = {}
         self._pollers: set[asyncio.Task[None]] = set()
 
@@ -121,7 +123,8 @@ class EventHub:
         feed = self.feeds.get(job_id)
         if feed is None:
             # the first viewer's position is where the feed starts reading
-            feed = self.feeds[job_id] = Feed(job_id, base_id=after_id, last_id=after_id)
+            feed = Feed(job_id, after_id, after_id, buffer_size=self.buffer_size)
+            self.feeds[job_id] = feed
             task = asyncio.create_task(self._poll(feed), name=f"events of job {job_id}")
             self._pollers.add(task)
             task.add_done_callback(self._pollers.discard)
