@@ -22,7 +22,7 @@ from sqlalchemy import delete, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.core import events, leases
+from app.core import events, leases, webhooks
 from app.core.config import Settings
 from app.core.leases import Lease, LeaseLost, ProgressUpdate
 from app.core.status import JobStatus
@@ -37,6 +37,8 @@ Write = Callable[[Session], None]
 
 
 PRUNE_EVERY_S = 60.0  # how often a flush also drops the job's expired progress events
+# what models/evaluation.py reports; a step that has them is an evaluation (a webhook event)
+EVALUATION_METRICS = frozenset({"is_mean", "is_std", "fid", "kid_mean", "kid_std"})
 
 
 class DatabaseSinks(TrainerSinks):
@@ -58,6 +60,7 @@ class DatabaseSinks(TrainerSinks):
         self.latest: dict[str, float] = {}
         self._points: list[dict[str, Any]] = []
         self._writes: list[tuple[Write, tuple[str, dict[str, Any]] | None]] = []
+        self._evaluations: list[dict[str, Any]] = []  # webhook events, written with the points
         self._last_flush = clock()
         self._last_prune = clock()
         self._lock = threading.Lock()  # the heartbeat thread reads and sets the flags below
@@ -97,6 +100,11 @@ class DatabaseSinks(TrainerSinks):
                 }
             )
         self.latest.update({k: float(v) for k, v in metrics.items() if math.isfinite(v)})
+        evaluated = {
+            k: float(v) for k, v in metrics.items() if k in EVALUATION_METRICS and math.isfinite(v)
+        }
+        if evaluated:
+            self._evaluations.append({"step": step, "metrics": evaluated})
         self.step = max(self.step, step)
         if "steps_per_s" in metrics and math.isfinite(metrics["steps_per_s"]):
             self.steps_per_s = float(metrics["steps_per_s"])
@@ -226,6 +234,7 @@ class DatabaseSinks(TrainerSinks):
     def _write_once(self) -> None:
         points = list(self._points)
         writes = list(self._writes)
+        evaluations = list(self._evaluations)
         eta = (
             (self.total_steps - self.step) / self.steps_per_s
             if self.steps_per_s and self.steps_per_s > 0
@@ -260,6 +269,8 @@ class DatabaseSinks(TrainerSinks):
                 write(session)
                 if event is not None:
                     events.append(session, self.lease.job_id, *event)
+            for evaluation in evaluations:  # with its metric points: one transaction
+                webhooks.on_event(session, self.lease.job_id, "evaluation", evaluation)
             if prune:
                 events.prune_progress(
                     session, self.lease.job_id, self.settings.progress_events_keep_s
@@ -269,6 +280,7 @@ class DatabaseSinks(TrainerSinks):
             self._last_prune = self.clock()
         del self._points[: len(points)]
         del self._writes[: len(writes)]
+        del self._evaluations[: len(evaluations)]
         self._last_flush = self.clock()
         if status == JobStatus.CANCELING:
             self.request_cancel()

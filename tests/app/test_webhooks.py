@@ -143,15 +143,18 @@ def test_a_jobs_events_arrive_signed_and_in_order(
     receiver.start()
     url = receiver.url("/order/ok")
     job_id = queued_job(stack, owner)
-    subscribe(stack, owner, url, ["status", "sample", "checkpoint"], job_id)
+    subscribe(stack, owner, url, ["status", "sample", "checkpoint", "evaluation"], job_id)
     lease = claim(stack, job_id)
     sinks = DatabaseSinks(lease, stack.sessions(), stack.settings(), total_steps=20)
     job_dir = stack.data_dir / "jobs" / job_id
     sinks.on_sample_grid(10, job_dir / "samples" / "10.png")  # the worker's own writes
     sinks.on_checkpoint(10, job_dir / "ckpt_10.pt", "ab" * 32, 1234)
+    sinks.on_metrics(10, {"is_mean": 3.5, "is_std": 0.25, "fid": 42.0})
+    sinks.on_metrics(11, {"loss_d": 1.0})  # not an evaluation
+    sinks.flush()
     finish(stack, lease)
 
-    got = receiver.wait_for("/order/", 4)
+    got = receiver.wait_for("/order/", 5)
     secret = api.get("/v1/webhooks/secret").json()["secret"]
     payloads = []
     for request in got:
@@ -163,12 +166,14 @@ def test_a_jobs_events_arrive_signed_and_in_order(
         ("job.status", "running"),
         ("job.sample", 10),
         ("job.checkpoint", 10),
+        ("job.evaluation", 10),
         ("job.status", "succeeded"),
     ]
     assert payloads[-1]["data"]["id"] == job_id
     assert payloads[2]["data"]["sha256"] == "ab" * 32
+    assert payloads[3]["data"]["metrics"] == {"is_mean": 3.5, "is_std": 0.25, "fid": 42.0}
     ids = [r["headers"]["webhook-id"] for r in got]
-    assert len(set(ids)) == 4  # one per message
+    assert len(set(ids)) == 5  # one per message
 
     listed = deliveries(api, job_id)
     assert [d["id"] for d in reversed(listed)] == ids
