@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
+from app.api import openapi_links
 from app.api.errors import install_error_handlers
 from app.api.limits import RequestLimitsMiddleware
 from app.api.observability import RequestMetricsMiddleware, Telemetry
@@ -99,6 +100,7 @@ def create_app() -> FastAPI:
     telemetry = Telemetry(counts=_job_counts, depth=queue.queue_depth)
     app.state.telemetry = telemetry
     install_error_handlers(app)
+    openapi_links.install(app)  # ids from creates link to the routes that take them
     app.add_middleware(RequestLimitsMiddleware)  # body size, NUL bytes: before any route
     app.add_middleware(RequestMetricsMiddleware, telemetry=telemetry)
     for module in (datasets, jobs, outputs, generate, webhooks, keys):

@@ -116,8 +116,17 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body("validation_error", message, details), status_code=422)
 
 
+# FastAPI's answer to a body it cannot decode at all (bytes that are not UTF-8): a 400, where
+# a body that is not JSON gets a 422. One answer for both: a 422 about the body.
+_UNPARSABLE_BODY = "There was an error parsing the body"
+
+
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.detail == _UNPARSABLE_BODY:
+        message = "body: not valid JSON (or not UTF-8)"
+        details = [{"field": "body", "message": message, "type": "json_invalid"}]
+        return JSONResponse(error_body("validation_error", message, details), status_code=422)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
     return JSONResponse(
