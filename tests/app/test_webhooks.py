@@ -425,3 +425,5 @@ def test_a_rotated_secret_signs_beside_the_new_one_until_the_overlap_ends(
     assert len(after["headers"]["webhook-signature"].split(" ")) == 1
     assert verify(rotated["secret"], after["headers"], after["body"])
     assert not verify(old["secret"], after["headers"], after["body"])
+    log = (stack.workdir / "api.log").read_text()
+    assert old["secret"] not in log and rotated["secret"] not in log  # never logged
