@@ -15,7 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import RunConfig
 from .data import synthetic_shapes
+from .generate import generate_images
 
 Family = Callable[[int, int, int], tuple[np.ndarray, np.ndarray]]  # (n, resolution, seed)
 
@@ -43,7 +45,8 @@ def synthetic_glyphs(n: int, resolution: int = 32, seed: int = 0) -> tuple[np.nd
         draw.text(
             centre, str(label), fill=fg, font=font, anchor="mm", stroke_width=width, stroke_fill=fg
         )
-        tile = tile.rotate(float(rng.uniform(-15, 15)), resample=Image.BILINEAR, fillcolor=bg)
+        angle = float(rng.uniform(-15, 15))
+        tile = tile.rotate(angle, resample=Image.Resampling.BILINEAR, fillcolor=bg)
         crop = tile.crop((r // 2, r // 2, r // 2 + r, r // 2 + r))
         out[i] = np.asarray(crop).transpose(2, 0, 1)
     return out, labels.astype(np.int64)
@@ -128,3 +131,17 @@ def classifier_statistics(
         hit = confident & (pred == torch.from_numpy(np.asarray(labels)))
         stats["label_match"] = hit.float().mean().item()
     return stats
+
+
+def judge(
+    netG: nn.Module, cfg: RunConfig, classifier: nn.Module, n: int = 500, seed: int = 12345
+) -> dict[str, float]:
+    """`classifier_statistics` of `n` samples of `netG` in eval mode; the same noise for every
+    generator of a config, so generators are compared on equal draws."""
+    was_training = netG.training
+    netG.eval()
+    try:
+        images = generate_images(netG, cfg, n, seed=seed)
+    finally:
+        netG.train(was_training)
+    return classifier_statistics(classifier, images)
