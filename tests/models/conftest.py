@@ -8,7 +8,10 @@ from models import RunConfig
 
 @pytest.fixture(autouse=True)
 def _threads():
-    torch.set_num_threads(2)
+    # One thread: these nets are too small to gain from a second, and on a shared 2-core box
+    # OpenMP threads spin-waiting for a descheduled peer made a 20-step test take 188-349 s
+    # wall (200 s CPU for two tests) against 9-11 s (15 s CPU) on one thread.
+    torch.set_num_threads(1)
 
 
 def tiny_config(**overrides: Any) -> RunConfig:
