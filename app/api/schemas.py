@@ -51,6 +51,9 @@ def at_most(setting: str) -> AfterValidator:
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 INT32_MAX = 2**31 - 1
 Int64 = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
+# Steps are 32-bit columns (metrics, checkpoints, grids): a step, or a number compared with
+# steps in SQL (`every`), lies in [0, STEP_MAX]. Event ids are 64-bit.
+STEP_MAX = INT32_MAX
 # Body integers are also strict: JSON `true` is not the integer 1, nor "5" the integer 5.
 # (no lower bound here: each field sets its own, which this would override)
 BodyInt = Annotated[int, Strict(), Field(le=INT64_MAX)]

@@ -196,3 +196,22 @@ def test_other_clients_are_answered_during_big_bodies(stack: Stack, api: httpx.C
 
     stack.served.portal.call(abuse)
     assert max(latencies) < 5.0, latencies
+
+
+def test_downsampling_near_the_64_bit_end_is_empty_not_500(
+    stack: Stack, api: httpx.Client, job_id: str
+) -> None:
+    """`every` and `after_step` at the top of the step domain: the step window the metrics
+    query looks up first must stay inside it (it overflowed the driver: a 500); one past the
+    domain is a 422 (it was a 500 on PostgreSQL, whose step columns are 32-bit)."""
+    top = 2**31 - 1  # steps are 32-bit columns (STEP_MAX)
+    for every in (2**30, top):
+        for after in (None, top - 1, top):
+            params = {"every": every} | ({"after_step": after} if after is not None else {})
+            response = api.get(f"/v1/jobs/{job_id}/metrics", params=params)
+            assert response.status_code == 200, response.text
+            assert response.json() == {"data": [], "next_after_step": None}
+    for params in ({"every": top + 1}, {"after_step": top + 1}):
+        assert_error(api.get(f"/v1/jobs/{job_id}/metrics", params=params), 422)
+    assert_error(api.get(f"/v1/jobs/{job_id}/training-samples/{top + 1}"), 422, "step")
+    assert_error(api.get(f"/v1/jobs/{job_id}/checkpoints/{top + 1}"), 422)

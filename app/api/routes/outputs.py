@@ -23,6 +23,7 @@ from app.api.routes.generate import Truncation, class_sheet_labels, is_class_she
 from app.api.schemas import (
     INT32_MAX,
     INT64_MAX,
+    STEP_MAX,
     CheckpointPublic,
     CheckpointsPublic,
     MetricPoint,
@@ -59,11 +60,11 @@ async def job_metrics(
     names: Annotated[
         str | None, Query(description="Comma-separated names, e.g. loss_d,loss_g.")
     ] = None,
-    after_step: Annotated[int | None, Query(ge=0, le=INT64_MAX)] = None,
+    after_step: Annotated[int | None, Query(ge=0, le=STEP_MAX)] = None,
     limit: Annotated[int, Query(ge=1, le=10_000, description="Most steps returned.")] = 1000,
     every: Annotated[
         int | None,
-        Query(ge=1, le=INT64_MAX, description="Keep only steps divisible by this (downsampling)."),
+        Query(ge=1, le=STEP_MAX, description="Keep only steps divisible by this (downsampling)."),
     ] = None,
 ) -> Response:
     """Metric points in step order; page with ``after_step=next_after_step``; send the ETag
@@ -368,7 +369,7 @@ def list_training_samples(
 )
 def training_sample(
     job_id: str,
-    step: Annotated[int, Path(ge=0, le=INT64_MAX)],
+    step: Annotated[int, Path(ge=0, le=STEP_MAX)],
     principal: PrincipalDep,
     session: SessionDep,
 ) -> FileResponse:

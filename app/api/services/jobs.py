@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.api.errors import ApiError, invalid, not_found
-from app.api.schemas import INT64_MAX, JobCreate
+from app.api.schemas import STEP_MAX, JobCreate
 from app.api.services.webhooks import check_url as check_webhook_url
 from app.core import events, leases, webhooks
 from app.core.config import Settings, get_settings
@@ -330,11 +330,15 @@ def metrics(
         # scan `every` times as many index entries. Only what that window misses (a series
         # logged sparsely) is found by the scan, from the window's end on.
         first = 0 if after_step is None else (after_step // every + 1) * every
-        window = range(first, first + every * (limit + 1), every)
-        steps = _distinct_steps(session, [*cond, Metric.step.in_(list(window))], limit + 1)
+        # a step is a 32-bit column: the window (and the scan after it) stop at the largest,
+        # so a large `every` or `after_step` asks the database nothing it cannot hold
+        stop = min(first + every * (limit + 1), STEP_MAX + 1)
+        window = range(first, stop, every)
+        if window:
+            steps = _distinct_steps(session, [*cond, Metric.step.in_(list(window))], limit + 1)
         cond.append(Metric.step % every == 0)
-        if len(steps) <= limit:
-            rest = [*cond, Metric.step >= window.stop]
+        if len(steps) <= limit and stop <= STEP_MAX:
+            rest = [*cond, Metric.step >= stop]
             steps += _distinct_steps(session, rest, limit + 1 - len(steps))
     else:
         steps = _distinct_steps(session, cond, limit + 1)
@@ -394,7 +398,7 @@ def checkpoint(session: Session, job_id: str, step: str) -> Checkpoint:
         return next(row for row in rows if row.step == found[0])
     try:
         number = int(step)
-        if not 0 <= number <= INT64_MAX:
+        if not 0 <= number <= STEP_MAX:
             raise ValueError(step)
     except ValueError:
         shown = step if len(step) <= 40 else step[:40] + "…"
