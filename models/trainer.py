@@ -35,6 +35,7 @@ from .checkpoint import (
 from .config import RunConfig
 from .data import ImageDataset, load_dataset, scale
 from .device import resolve_device
+from .ema import ema_decay_at, standing_statistics, update_ema
 from .generate import image_grid, save_png, to_uint8
 from .losses import d_loss, g_loss
 from .nets import build_discriminator, build_generator
@@ -178,6 +179,9 @@ class Trainer:
         self.optG = adam(self.netG.parameters(), tc.lr_g)
         self.optD = adam(self.netD.parameters(), tc.lr_d)
         self.ema_G: nn.Module | None = None
+        # 1 - the EMA decay of the coming step, in a device tensor the captured step reads
+        self._ema_weight = torch.zeros((), device=self.device)
+        self._standing_step = -1  # the step the EMA's standing BN statistics are for
         if tc.ema_decay is not None:
             self.ema_G = copy.deepcopy(self.netG).eval()
             self.ema_G.requires_grad_(False)
@@ -204,7 +208,10 @@ class Trainer:
         return max(0.0, 1.0 - step / self.cfg.train.steps)
 
     def _apply_lr(self) -> None:
-        """Set both optimizers' LR for the coming step (a device tensor's value under graphs)."""
+        """Set both optimizers' LR, and the EMA's weight, for the coming step (device tensors'
+        values under graphs)."""
+        if self.ema_G is not None:
+            self._ema_weight.fill_(1.0 - ema_decay_at(self.cfg.train, self.step + 1))
         f = self._lr_factor(self.step)
         for opt, base in ((self.optG, self.cfg.train.lr_g), (self.optD, self.cfg.train.lr_d)):
             for group in opt.param_groups:
@@ -270,7 +277,7 @@ class Trainer:
         loss_G.backward()
         self.optG.step()
         if self.ema_G is not None:
-            self._update_ema()
+            update_ema(self.ema_G, self.netG, self._ema_weight)
         return loss_G.detach()
 
     def train_step(self) -> torch.Tensor:
@@ -353,14 +360,16 @@ class Trainer:
             else:  # optimizer state first created by the warm-up: a fresh Adam state is zero
                 t.zero_()
 
-    @torch.no_grad()
-    def _update_ema(self) -> None:
-        assert self.ema_G is not None and self.cfg.train.ema_decay is not None
-        ema_p: list[torch.Tensor] = list(self.ema_G.parameters())
-        params: list[torch.Tensor] = list(self.netG.parameters())
-        torch._foreach_lerp_(ema_p, params, 1.0 - self.cfg.train.ema_decay)
-        for b_ema, b in zip(self.ema_G.buffers(), self.netG.buffers(), strict=True):
-            b_ema.copy_(b)  # BN statistics are copied, not averaged
+    def _ema_for_use(self) -> nn.Module | None:
+        """The EMA generator, with its standing BN statistics recomputed for this step when
+        the config asks (in place: the next update copies G's statistics over them again,
+        so training and resume are unaffected)."""
+        tc = self.cfg.train
+        if self.ema_G is not None and tc.ema_standing_stats and self._standing_step != self.step:
+            # a seed of their own per step: no training RNG stream is drawn from
+            standing_statistics(self.ema_G, self.cfg, seed=tc.seed + self.step)
+            self._standing_step = self.step
+        return self.ema_G
 
     # --- the loop -----------------------------------------------------------------------
 
@@ -420,7 +429,7 @@ class Trainer:
 
     @torch.no_grad()
     def _write_sample_grid(self) -> None:
-        netG = self.ema_G if self.ema_G is not None else self.netG
+        netG = self._ema_for_use() or self.netG
         was_training = netG.training
         netG.eval()
         try:
@@ -438,7 +447,7 @@ class Trainer:
     def _evaluate(self) -> bool:
         """Evaluate the sampling generator; True when FID improved on the best so far."""
         assert self.evaluator is not None
-        netG = self.ema_G if self.ema_G is not None else self.netG
+        netG = self._ema_for_use() or self.netG
         spec = f"{self.cfg.data}-{self.cfg.model.resolution}-{self.cfg.model.channels}"
         key = hashlib.sha256(f"{spec}-{len(self.dataset)}".encode()).hexdigest()[:16]
         # its own seeded generator: the training RNG stream is not drawn from
@@ -495,6 +504,7 @@ class Trainer:
 
     def _write_checkpoint(self) -> Path:
         path = self.ckpt_dir / checkpoint_name(self.step)
+        self._ema_for_use()  # the EMA weights are stored with their own BN statistics
         sha, size = save_checkpoint(self.state_dict(), path)
         self.sinks.on_checkpoint(self.step, path, sha, size)
         self._prune_checkpoints()

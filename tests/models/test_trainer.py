@@ -98,11 +98,18 @@ def _assert_same_state(a: Trainer, b: Trainer) -> None:
                 assert torch.equal(sa[k][kk], sb[k][kk]), f"{name}.{k}.{kk}"
 
 
-@pytest.mark.parametrize("arch,ema", [("cnn32", None), ("resnet32", 0.999)])
+# the EMA options: a fixed decay; and a ramped one starting late, with standing BN statistics
+# recomputed (in place, from their own seed) at every checkpoint, the stop's included
+RAMPED_EMA = {"ema_decay": 0.999, "ema_rampup": 0.05, "ema_start": 3, "ema_standing_stats": True}
+
+
+@pytest.mark.parametrize(
+    "arch,ema",
+    [("cnn32", {}), ("resnet32", {"ema_decay": 0.999}), ("cnn32", RAMPED_EMA)],
+    ids=["no-ema", "ema", "ramped-standing-ema"],
+)
 def test_resume_from_checkpoint_matches_an_uninterrupted_run(tmp_path, arch, ema):
-    cfg = tiny_config(
-        model={"arch": arch, "conditional": True, "num_classes": 4}, train={"ema_decay": ema}
-    )
+    cfg = tiny_config(model={"arch": arch, "conditional": True, "num_classes": 4}, train=ema)
     full = Trainer(cfg, tmp_path / "full", sinks=Recorder(), device="cpu")
     full.fit()
 
@@ -116,7 +123,7 @@ def test_resume_from_checkpoint_matches_an_uninterrupted_run(tmp_path, arch, ema
     result = resumed.fit(resume_from=stopped.checkpoint)
     assert result.step == 20 and sorted(second.metrics) == list(range(8, 21))
     _assert_same_state(full, resumed)
-    if ema is not None:
+    if ema:
         assert full.ema_G is not None and resumed.ema_G is not None
         for k, v in full.ema_G.state_dict().items():
             assert torch.equal(v, resumed.ema_G.state_dict()[k])
