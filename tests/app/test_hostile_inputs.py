@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import MutableMapping
 from typing import Any
 
 import anyio
@@ -51,14 +52,14 @@ def test_streamed_body_is_cut_at_the_limit(stack: Stack) -> None:
     app = stack.served.app
     chunk = b" " * (64 * 1024)
     asked = 0
-    sent: list[dict[str, Any]] = []
+    sent: list[MutableMapping[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
         nonlocal asked
         asked += 1
         return {"type": "http.request", "body": chunk, "more_body": asked < 1000}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
     scope = {
@@ -75,7 +76,11 @@ def test_streamed_body_is_cut_at_the_limit(stack: Stack) -> None:
         "client": ("127.0.0.1", 1),
         "server": ("test", 80),
     }
-    stack.served.portal.call(app, scope, receive, send)
+
+    async def run() -> None:
+        await app(scope, receive, send)
+
+    stack.served.portal.call(run)
     assert sent[0]["status"] == 413
     assert asked <= MIB // len(chunk) + 1  # stopped at the limit, not at 1000 chunks
     assert b"SNGAN_MAX_JSON_BODY_BYTES" in sent[1]["body"]
@@ -89,7 +94,8 @@ def test_long_lists_are_refused_by_length_and_errors_stay_small(
     error = assert_error(response, 422, "eval.metrics")
     assert len(response.content) < 4096
     # many invalid fields at once: at most 20 details, and no input echoed
-    wide = tiny_job(SYNTHETIC, **{f"x{i}": "y" * 5000 for i in range(100)})
+    wide = tiny_job(SYNTHETIC)
+    wide.update({f"x{i}": "y" * 5000 for i in range(100)})
     response = api.post("/v1/jobs", json=wide)
     error = assert_error(response, 422, "more errors")
     assert len(error["details"]) == 20

@@ -26,7 +26,9 @@ def test_concurrent_submissions_respect_the_active_job_limit(
     insert let up to 20 through)."""
     with ThreadPoolExecutor(20) as pool:
         statuses = list(
-            pool.map(lambda _: api.post("/v1/jobs", json=tiny_job(SYNTHETIC)).status_code, range(20))
+            pool.map(
+                lambda _: api.post("/v1/jobs", json=tiny_job(SYNTHETIC)).status_code, range(20)
+            )
         )
     try:
         assert sorted(statuses) == [201] * 3 + [429] * 17, statuses

@@ -68,7 +68,7 @@ def _schema(stack: Stack) -> Any:
 def authorize(case: schemathesis.Case, headers: dict[str, str]) -> None:
     """The fuzz key on every case: generated Authorization values (the bearer scheme is in
     the document) would make most cases 401s that test nothing else."""
-    case.headers = {**(case.headers or {}), **headers}
+    case.headers.update(headers)
 
 
 def test_no_server_errors_and_responses_match_the_schema(fuzz_stack: Stack) -> None:
