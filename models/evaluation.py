@@ -228,4 +228,18 @@ def frechet_distance(
 
 
 def fid_from_features(fake: torch.Tensor, real: torch.Tensor) -> float:
-    return max(0.0, frechet_distance(*gaussian_stats(fake), *gaussian_stats(real)))
+    """FID of two feature sets (N, D). With fewer samples than dimensions (small evaluations,
+    the tests) the covariances have rank < N and the same value comes from N x N matrices:
+    with S1 = A^T A and S2 = B^T B (A, B the centred features over sqrt(N - 1)), the
+    eigenvalues of S1 S2 are the squared singular values of A B^T, so tr((S1 S2)^(1/2)) is
+    the sum of those singular values: no D x D eigendecomposition."""
+    n1, n2, d = len(fake), len(real), fake.shape[1]
+    if n1 + n2 > d:
+        return max(0.0, frechet_distance(*gaussian_stats(fake), *gaussian_stats(real)))
+    x, y = fake.double().numpy(), real.double().numpy()
+    a = (x - x.mean(axis=0)) / np.sqrt(n1 - 1)
+    b = (y - y.mean(axis=0)) / np.sqrt(n2 - 1)
+    diff = x.mean(axis=0) - y.mean(axis=0)
+    tr_covmean = np.linalg.svd(a @ b.T, compute_uv=False).sum()
+    fid = diff @ diff + (a * a).sum() + (b * b).sum() - 2 * tr_covmean
+    return max(0.0, float(fid))

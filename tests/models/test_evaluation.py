@@ -19,7 +19,7 @@ from models import (
     list_checkpoints,
     load_checkpoint,
 )
-from models.evaluation import Evaluator, fid_from_features, frechet_distance
+from models.evaluation import Evaluator, fid_from_features, frechet_distance, gaussian_stats
 from models.nets import build_generator
 
 from .conftest import tiny_config
@@ -63,6 +63,17 @@ def test_frechet_distance_matches_scipy_sqrtm_on_known_gaussians():
     got = frechet_distance(mu1, np.diag(v1), mu2, np.diag(v2))
     assert got == pytest.approx(closed, rel=1e-9)
     assert frechet_distance(mu1, s1, mu1, s1) == pytest.approx(0, abs=1e-8)
+
+
+def test_fid_of_few_samples_equals_the_covariance_route():
+    """Fewer samples than dimensions: the N x N route gives the D x D route's value (to the
+    D x D eigensolver's noise on the zero eigenvalues)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(10, 64, generator=g, dtype=torch.float64)
+    y = 2 * torch.randn(12, 64, generator=g, dtype=torch.float64) + 0.5
+    assert fid_from_features(x, y) == pytest.approx(
+        frechet_distance(*gaussian_stats(x), *gaussian_stats(y)), rel=1e-7
+    )
 
 
 @pytest.fixture(scope="module")
