@@ -180,30 +180,41 @@ def finish(
     error_code: str | None = None,
     error_message: str | None = None,
 ) -> bool:
-    """End the leased run with a final status; False when the lease was lost meanwhile."""
-    now = utcnow()
-    allowed = (JobStatus.CANCELING,) if status == JobStatus.CANCELED else LEASED_STATUSES
-    result = session.execute(
-        update(Job)
-        .where(Job.id == lease.job_id, Job.lease_token == lease.token, Job.status.in_(allowed))
-        .values(
-            status=status,
-            finished_at=now,
-            updated_at=now,
-            lease_owner=None,
-            heartbeat_at=None,
-            eta_s=0.0 if status == JobStatus.SUCCEEDED else None,
-            error_code=error_code,
-            error_message=error_message,
+    """End the leased run with a final status; False when the lease was lost meanwhile.
+
+    A run that completes while a cancel is pending ends `canceled`, not `succeeded`: the
+    cancel was answered 202 before the worker saw it (it learns of it at its next flush),
+    and the user was told the job would stop (its checkpoints are kept either way)."""
+    endings: list[tuple[JobStatus, tuple[JobStatus, ...]]]
+    if status == JobStatus.CANCELED:
+        endings = [(status, (JobStatus.CANCELING,))]
+    elif status == JobStatus.SUCCEEDED:
+        endings = [(status, (JobStatus.RUNNING,)), (JobStatus.CANCELED, (JobStatus.CANCELING,))]
+    else:
+        endings = [(status, LEASED_STATUSES)]
+    for final, allowed in endings:
+        now = utcnow()
+        result = session.execute(
+            update(Job)
+            .where(Job.id == lease.job_id, Job.lease_token == lease.token, Job.status.in_(allowed))
+            .values(
+                status=final,
+                finished_at=now,
+                updated_at=now,
+                lease_owner=None,
+                heartbeat_at=None,
+                eta_s=0.0 if final == JobStatus.SUCCEEDED else None,
+                error_code=error_code,
+                error_message=error_message,
+            )
         )
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        session.rollback()
-        return False
-    error = {"code": error_code, "message": error_message} if error_code else None
-    events.status_events(session, lease.job_id, status, error)
-    session.commit()
-    return True
+        if result.rowcount == 1:  # type: ignore[attr-defined]
+            error = {"code": error_code, "message": error_message} if error_code else None
+            events.status_events(session, lease.job_id, final, error)
+            session.commit()
+            return True
+    session.rollback()
+    return False
 
 
 def requeue(session: Session, lease: Lease, reason: str) -> bool:
