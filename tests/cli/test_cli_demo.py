@@ -13,9 +13,10 @@ from tests.cli.cli_helpers import run_sngan, sngan_env
 def test_demo_trains_and_writes_a_grid(tmp_path: Path) -> None:
     out_dir = tmp_path / "run"
     result = run_sngan(
-        "demo", "--steps", "4", "--ch", "16", "--batch-size", "8", "--n-dis", "1",
+        "demo", "--steps", "4", "--ch", "8", "--batch-size", "8", "--n-dis", "1",
         "--out", str(out_dir),
-        env=sngan_env(tmp_path / "data"), cwd=tmp_path, timeout=300,
+        # one torch thread: the tests share two cores, and spin-waiting OpenMP threads are slow
+        env=sngan_env(tmp_path / "data", OMP_NUM_THREADS="1"), cwd=tmp_path, timeout=300,
     )  # fmt: skip
 
     assert result.returncode == 0, result.stderr
