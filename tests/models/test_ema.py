@@ -121,10 +121,11 @@ def test_standing_statistics_are_the_exact_mean_over_their_batches():
 
 @pytest.mark.slow
 def test_the_ramped_ema_with_standing_statistics_scores_no_worse_than_plain_g(tmp_path):
-    """The quality bench's setting at its shortest length (bench/quality.py: shapes, cnn32
-    width 16, batch 16, constant LR, 200 steps): the EMA the trainer offers scores within 0.1
-    of the plain generator's confident share, while the old fixed 0.999 EMA, kept alongside
-    with the same update, scores clearly worse: the yardstick tells them apart."""
+    """The quality bench's setting (bench/quality.py: shapes, cnn32 width 16, batch 16,
+    constant LR; seed 0 at 200 steps, where it measured plain 0.54, ramped+standing 0.54, old
+    0.00): the EMA the trainer offers scores within 0.1 of the plain generator's confident
+    share, while the old fixed 0.999 EMA, kept alongside with the same update, scores clearly
+    worse: the yardstick tells them apart."""
     torch.set_num_threads(1)  # the bench's setting; the classifier is then the bench's
     classifier = train_classifier("shapes")
     images, labels = synthetic_shapes(4000, 32, seed=0)
