@@ -22,7 +22,7 @@ IfNoneMatch = Annotated[
     str | None,
     Header(
         alias="If-None-Match",
-        description="The ETag of an earlier answer: 304 with no body while it is still current."
+        description="The ETag of an earlier answer: 304 with no body while it is still current.",
     ),
 ]
 

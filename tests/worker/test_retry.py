@@ -14,7 +14,7 @@ DOWN = "postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=2"
 
 def test_gives_up_after_the_timeout_with_the_databases_error():
     engine = create_engine(DOWN)
-    tries = []
+    tries: list[str] = []
 
     def write() -> None:
         tries.append(1)
@@ -28,7 +28,7 @@ def test_gives_up_after_the_timeout_with_the_databases_error():
 
 def test_retries_until_the_database_answers(tmp_path: Path):
     engines = [create_engine(DOWN), create_engine(f"sqlite:///{tmp_path / 'up.db'}")]
-    tries = []
+    tries: list[str] = []
 
     def write() -> int:
         engine = engines[min(len(tries), 1)]  # down on the first try, up on the second
