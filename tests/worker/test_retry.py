@@ -14,7 +14,7 @@ DOWN = "postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=2"
 
 def test_gives_up_after_the_timeout_with_the_databases_error():
     engine = create_engine(DOWN)
-    tries: list[str] = []
+    tries: list[int] = []
 
     def write() -> None:
         tries.append(1)
