@@ -9,8 +9,10 @@ PostgreSQL/Redis the ``services`` tests are skipped, or fail when ``CI=true``.
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Generator, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -102,3 +104,10 @@ def pytest_runtest_makereport(
         for name in ["api", *stack.procs]:
             report.sections.append((f"{stack.kind} {name} log (last lines)", stack.log_tail(name)))
     return report
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Where the browser tests left their screenshots (tests/web), when a folder was set."""
+    folder = os.environ.get("SNGAN_SCREENSHOTS")
+    if folder and Path(folder).is_dir() and any(Path(folder).iterdir()):
+        terminalreporter.write_line(f"browser test screenshots: {folder}")

@@ -102,7 +102,9 @@ def shot(screenshots: Path, request: pytest.FixtureRequest) -> Callable[..., Pat
 
 
 def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
-    if _shots_dir is not None:
+    # with $SNGAN_SCREENSHOTS set, tests/conftest.py says where (also under pytest-xdist,
+    # whose controller never loads this file)
+    if _shots_dir is not None and not os.environ.get("SNGAN_SCREENSHOTS"):
         terminalreporter.write_line(f"browser test screenshots: {_shots_dir}")
 
 
