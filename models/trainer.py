@@ -17,7 +17,6 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,8 +36,10 @@ from .data import ImageDataset, load_dataset, scale
 from .device import resolve_device
 from .ema import ema_decay_at, standing_statistics, update_ema
 from .generate import image_grid, save_png, to_uint8
+from .graphs import GraphSteps
 from .losses import d_loss, g_loss
 from .nets import build_discriminator, build_generator
+from .sinks import DivergedError, TrainerSinks, TrainResult
 
 if TYPE_CHECKING:
     from .evaluation import Evaluator
@@ -49,52 +50,12 @@ LOSS_NAMES = ("loss_d", "loss_g", "d_real", "d_fake")
 GRID_SIZE = 64
 
 
-class TrainerSinks:
-    """Where the trainer reports. Subclass and override what you need; defaults do nothing."""
-
-    def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
-        """Called for every step (in order), and again at evaluation steps with IS/FID/KID."""
-
-    def on_sample_grid(self, step: int, path: Path) -> None:
-        """A PNG grid of the fixed-noise samples was written to `path`."""
-
-    def on_checkpoint(self, step: int, path: Path, sha256: str, size_bytes: int) -> None:
-        """A checkpoint was written (atomically) and its sidecar sha256 recorded."""
-
-    def on_checkpoint_removed(self, step: int, path: Path) -> None:
-        """An old checkpoint was deleted (only the last K plus pinned ones are kept)."""
-
-    def on_best(self, step: int, fid: float) -> None:
-        """FID at `step` is the lowest so far; that step's checkpoint was just written and is
-        kept whatever keep-last-K says (the previous best is pruned like any other)."""
-
-    def should_stop(self) -> bool:
-        """Polled between steps; True makes the trainer write a checkpoint and return."""
-        return False
-
-
-class DivergedError(Exception):
-    """A loss became NaN or Inf; the last good checkpoint is kept."""
-
-    def __init__(self, step: int, metrics: dict[str, float]) -> None:
-        self.step = step
-        self.metrics = metrics
-        super().__init__(f"training diverged at step {step}: non-finite losses {metrics}")
-
-
-@dataclass
-class TrainResult:
-    step: int
-    stopped: bool
-    checkpoint: Path | None
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
-class Trainer:
+class Trainer(GraphSteps):
     def __init__(
         self,
         config: RunConfig,
@@ -294,71 +255,6 @@ class Trainer:
         self.netD.requires_grad_(False)  # the G step needs no D parameter gradients
         g = self._g_update()
         return torch.stack([d[0], g, d[1], d[2]])
-
-    # --- CUDA graphs ------------------------------------------------------------------------
-
-    def _graph_step(self) -> torch.Tensor:
-        if self._graphs is None:
-            self._graphs = self._capture()
-        graph_d, graph_g, static_d, static_g = self._graphs
-        for _ in range(self.cfg.train.n_dis):
-            graph_d.replay()
-        graph_g.replay()
-        return torch.stack([static_d[0], static_g, static_d[1], static_d[2]])
-
-    def _capture(self) -> tuple[torch.cuda.CUDAGraph, torch.cuda.CUDAGraph, Any, Any]:
-        """Capture the whole D update and G update as two CUDA graphs.
-
-        Warm-up iterations run on a side stream first (as capture requires), then every
-        weight, buffer and optimizer state is restored, so the warm-up changes nothing. Noise
-        and batch indices are drawn inside the graphs (graph-safe RNG), the power iterations
-        update u in place on every replay, and the LR is read from device tensors.
-        """
-        snapshot = self._snapshot()
-        rng = torch.cuda.get_rng_state(self.device)
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                self.netD.requires_grad_(True)
-                self._d_update()
-                self.netD.requires_grad_(False)
-                self._g_update()
-        torch.cuda.current_stream().wait_stream(side)
-        self._restore(snapshot)
-        # replays draw from the generator's offset like eager calls do: with the warm-up's
-        # draws undone, the graphs see exactly the noise and batches the eager loop would
-        torch.cuda.set_rng_state(rng, self.device)
-
-        self.optD.zero_grad(set_to_none=True)  # backward allocates grads from the graph pool
-        self.optG.zero_grad(set_to_none=True)
-        graph_d, graph_g = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
-        self.netD.requires_grad_(True)
-        with torch.cuda.graph(graph_d):
-            static_d = self._d_update()
-        self.netD.requires_grad_(False)
-        with torch.cuda.graph(graph_g, pool=graph_d.pool()):
-            static_g = self._g_update()
-        return graph_d, graph_g, static_d, static_g
-
-    def _state_tensors(self) -> list[torch.Tensor]:
-        nets = [self.netG, self.netD] + ([self.ema_G] if self.ema_G is not None else [])
-        out = [t for net in nets for t in (*net.parameters(), *net.buffers())]
-        for opt in (self.optG, self.optD):
-            for st in opt.state.values():
-                out.extend(v for v in st.values() if isinstance(v, torch.Tensor))
-        return out
-
-    def _snapshot(self) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-        return {id(t): (t, t.detach().clone()) for t in self._state_tensors()}
-
-    @torch.no_grad()
-    def _restore(self, snapshot: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> None:
-        for t in self._state_tensors():
-            if id(t) in snapshot:
-                t.copy_(snapshot[id(t)][1])
-            else:  # optimizer state first created by the warm-up: a fresh Adam state is zero
-                t.zero_()
 
     def _ema_for_use(self) -> nn.Module | None:
         """The EMA generator, with its standing BN statistics recomputed for this step when

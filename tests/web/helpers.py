@@ -4,13 +4,24 @@ job bodies, and waiting on the API."""
 from __future__ import annotations
 
 import secrets
-import socket
-import sys
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+
+from app.core.status import FINISHED_STATUSES as FINISHED
+from tests.clients import cancel_all
+from tests.stacks import wait_for
+
+__all__ = [
+    "FINISHED",
+    "Live",
+    "cancel_all",
+    "insert_long_job",
+    "job_body",
+    "live_api",
+    "wait_status",
+]
 
 # A tiny job: a few dozen steps a second on one CPU core.
 TINY: dict[str, Any] = {
@@ -20,7 +31,6 @@ TINY: dict[str, Any] = {
     "checkpoint_every": 20,
     "sample_every": 10,
 }
-FINISHED = ("succeeded", "failed", "canceled")
 
 
 def job_body(steps: int = 60, **top: Any) -> dict[str, Any]:
@@ -45,34 +55,11 @@ class Live:
         return httpx.Client(base_url=self.url, headers=headers, timeout=60)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _up(url: str) -> bool:
     try:
         return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def start_api(stack: Any, name: str, env: dict[str, str] | None = None) -> str:
-    """uvicorn on a free loopback port with the stack's settings (and `env`), as one of the
-    stack's processes (stopped with it); its URL once it answers."""
-    port = _free_port()
-    argv = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory"]
-    proc = stack.start(name, [*argv, "--host", "127.0.0.1", "--port", str(port)], env)
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited at start:\n{stack.log_tail(name)}")
-        return _up(url)
-
-    wait(up, 60, f"{name} to start")
-    return url
 
 
 def live_api(stack: Any) -> Live:
@@ -81,21 +68,10 @@ def live_api(stack: Any) -> Live:
     url = getattr(stack, "base_url", "") or ""
     if url.startswith("http://127.0.0.1:") and _up(url):
         return Live(url, stack)
-    url = start_api(stack, "web-api")
+    url = stack.start_api("web-api")
     if not any("worker" in name for name in stack.procs):
         stack.start_worker()
     return Live(url, stack)
-
-
-def wait(probe: Any, timeout: float, what: str, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def wait_status(api: httpx.Client, job_id: str, *statuses: str, timeout: float = 180) -> dict:
@@ -105,14 +81,7 @@ def wait_status(api: httpx.Client, job_id: str, *statuses: str, timeout: float =
             raise AssertionError(f"job ended {job['status']}, wanted {statuses}: {job['error']}")
         return job if job["status"] in statuses else None
 
-    return wait(probe, timeout, f"job {job_id} to be {statuses}")
-
-
-def cancel_all(api: httpx.Client) -> None:
-    """Cancel the key's unfinished jobs, so the stack's one worker is free for the next test."""
-    for job in api.get("/v1/jobs", params={"limit": 200}).json()["data"]:
-        if job["status"] not in FINISHED:
-            api.post(f"/v1/jobs/{job['id']}/cancel")
+    return wait_for(probe, timeout, f"job {job_id} to be {statuses}", interval=0.2)
 
 
 def insert_long_job(stack: Any, owner: str, steps: int, eval_every: int = 0) -> str:

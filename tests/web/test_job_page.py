@@ -17,7 +17,6 @@ from tests.web.helpers import (
     cancel_all,
     insert_long_job,
     job_body,
-    start_api,
     wait_status,
 )
 
@@ -171,7 +170,7 @@ def test_with_auth_off_the_jobs_page_opens_without_a_key(live, open_page, shot) 
     """As `sngan serve` runs embedded: SNGAN_AUTH=off, every request acts as owner local."""
     if live.stack.kind != "embedded":
         pytest.skip("auth off is the embedded `sngan serve` mode")
-    url = start_api(live.stack, "web-api-auth-off", {"SNGAN_AUTH": "off"})
+    url = live.stack.start_api("web-api-auth-off", {"SNGAN_AUTH": "off"})
     with httpx.Client(base_url=url, timeout=60) as api:
         job = api.post("/v1/jobs", json=job_body(name="no-key-needed")).json()
         api.post(f"/v1/jobs/{job['id']}/cancel")
