@@ -15,7 +15,13 @@ from app.core.formats import EXPORT_SUFFIX, SAMPLE_SUFFIX, WALK_MEDIA_TYPES
 CheckpointOpt = Annotated[
     str, typer.Option(help="Checkpoint step, 'latest' or 'best' (lowest FID).")
 ]
-EmaOpt = Annotated[bool, typer.Option("--ema/--no-ema", help="Use EMA weights if any.")]
+EmaOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--ema/--no-ema",
+        help="The EMA generator (default: when the job trains one) or the plain one.",
+    ),
+]
 
 
 def samples(
@@ -53,7 +59,7 @@ def samples(
     frames: Annotated[int, typer.Option(help="With --walk: frames per segment.")] = 16,
     loop: Annotated[bool, typer.Option(help="With --walk: walk back to the first seed.")] = False,
     fps: Annotated[float, typer.Option(help="With --walk: frames a second (gif/webp).")] = 12.0,
-    ema: EmaOpt = True,
+    ema: EmaOpt = None,
     url: UrlOpt = DEFAULT_URL,
     key: KeyOpt = None,
 ) -> None:
@@ -64,7 +70,9 @@ def samples(
     chosen = fmt or (suffix if walk and suffix in formats else None) or ("gif" if walk else "grid")
     if chosen not in formats:
         fail(f"--format must be one of {', '.join(formats)}")
-    params: dict[str, Any] = {"format": chosen, "checkpoint": checkpoint, "ema": str(ema).lower()}
+    params: dict[str, Any] = {"format": chosen, "checkpoint": checkpoint}
+    if ema is not None:
+        params["ema"] = str(ema).lower()
     if labels:
         params["labels"] = labels
     if truncation is not None:
@@ -95,7 +103,7 @@ def export(
         str | None, typer.Option("--format", help="onnx (default) or pt2 (torch.export).")
     ] = None,
     checkpoint: CheckpointOpt = "latest",
-    ema: EmaOpt = True,
+    ema: EmaOpt = None,
     url: UrlOpt = DEFAULT_URL,
     key: KeyOpt = None,
 ) -> None:
@@ -105,7 +113,9 @@ def export(
     chosen = fmt or (suffix if suffix in EXPORT_SUFFIX else "onnx")
     if chosen not in EXPORT_SUFFIX:
         fail(f"--format must be one of {', '.join(EXPORT_SUFFIX)}")
-    params = {"format": chosen, "checkpoint": checkpoint, "ema": str(ema).lower()}
+    params = {"format": chosen, "checkpoint": checkpoint}
+    if ema is not None:
+        params["ema"] = str(ema).lower()
     # the first export of a checkpoint is built on the server (ONNX: up to a minute or so)
     response = Api(url, key, timeout=900.0).request(
         "GET", f"/v1/jobs/{job_id}/export", params=params

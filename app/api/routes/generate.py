@@ -51,6 +51,25 @@ Truncation = Annotated[
     ),
 ]
 
+Ema = Annotated[
+    bool | None,
+    Query(
+        description="The EMA generator: absent = when the job trains one; true = it "
+        "(422 for a job trained without EMA); false = the plain generator."
+    ),
+]
+
+
+def use_ema(job: Job, ema: bool | None) -> bool:
+    """Whether to serve `job`'s EMA generator; asking for one it never trained is a 422
+    (it used to fall back to the plain generator without a word)."""
+    trained = job.config.get("train", {}).get("ema_decay") is not None
+    if ema and not trained:
+        raise invalid(
+            "ema", "this job trains no EMA generator (train.ema_decay is null); leave ema out"
+        )
+    return trained if ema is None else ema
+
 
 @router.get(
     "/{job_id}/interpolations",
@@ -88,7 +107,7 @@ async def job_interpolations(
         WalkFormat, Query(alias="format", description="gif, webp, png (a strip) or npy.")
     ] = "gif",
     fps: Annotated[float, Query(gt=0, le=100, description="Frames a second (gif/webp).")] = 12.0,
-    ema: bool = True,
+    ema: Ema = None,
 ) -> Response:
     """A latent walk: z slerped between the seeds' latents (for conditional jobs, the
     class-conditional BN parameters blended between the keyframes' classes). Keyframe i is
@@ -134,7 +153,7 @@ def _queue_walk(
     job_id: str,
     params: tuple[str, int, bool, str | None, float | None],
     checkpoint: str,
-    ema: bool,
+    ema: bool | None,
     announcement: Announcement,
 ) -> tuple[Job, CheckpointRow, WalkRequest, Future[Generated]]:
     """401/429, 404, the walk's own checks (422, 413), the checkpoint (409s), then the walk
@@ -145,10 +164,11 @@ def _queue_walk(
         principal = authenticate(session, credentials)
         job = jobs.get(session, principal.owner, job_id)
         walk = _parse_walk(*params)
+        wants_ema = use_ema(job, ema)
         row = jobs.checkpoint(session, job.id, checkpoint)
     path = _checkpoint_file(row)
     try:
-        future = generation.submit_walk(path, row.sha256, walk, ema, announcement)
+        future = generation.submit_walk(path, row.sha256, walk, wants_ema, announcement)
     except generation.UnusableCheckpoint as e:
         raise _corrupt(job.id, row, e) from None
     except ValueError as e:
@@ -228,7 +248,7 @@ async def job_export(
         Query(alias="format", description="onnx, or pt2 (torch.export; TorchScript's successor)."),
     ] = "onnx",
     checkpoint: Annotated[str, Query(description="A step, or 'latest'.")] = "latest",
-    ema: bool = True,
+    ema: Ema = None,
 ) -> FileResponse:
     """The checkpoint's generator as a standalone file, built on the first request for it
     (ONNX: seconds to a minute) and kept beside the checkpoint."""
@@ -240,7 +260,9 @@ async def job_export(
     )
     path = _checkpoint_file(row)
     try:
-        built, meta = await run_in_threadpool(generation.export, path, row.sha256, fmt, ema)
+        built, meta = await run_in_threadpool(
+            generation.export, path, row.sha256, fmt, use_ema(job, ema)
+        )
     except generation.UnusableCheckpoint as e:
         raise _corrupt(job.id, row, e) from None
     except generation.ExportUnavailable as e:

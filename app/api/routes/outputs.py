@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from app.api.conditional import NOT_MODIFIED, IfNoneMatch, json_or_not_modified
 from app.api.deps import BearerDep, Principal, PrincipalDep, SessionDep, authenticate, authorized
 from app.api.errors import ApiError, invalid
-from app.api.routes.generate import Truncation, class_sheet_labels, is_class_sheet
+from app.api.routes.generate import Ema, Truncation, class_sheet_labels, is_class_sheet, use_ema
 from app.api.schemas import (
     INT32_MAX,
     INT64_MAX,
@@ -207,7 +207,7 @@ async def job_samples(
         SampleFormat,
         Query(alias="format", description="grid (one PNG), png (n=1), zip (PNGs) or npy."),
     ] = "grid",
-    ema: bool = True,
+    ema: Ema = None,
     truncation: Truncation = None,
 ) -> Response:
     """Generate images now from a checkpoint; the same inputs give byte-identical output.
@@ -269,7 +269,7 @@ def _queue_samples(
     labels: str | None,
     checkpoint: str,
     fmt: str,
-    ema: bool,
+    ema: bool | None,
     announcement: Announcement,
     truncation: float | None = None,
 ) -> tuple[Job, CheckpointRow, Future[Generated]]:
@@ -283,6 +283,7 @@ def _queue_samples(
         job = jobs.get(session, principal.owner, job_id)
         _check_sample_request(n, fmt)  # a class sheet's n x classes: once the classes are known
         wanted = None if is_class_sheet(labels) else _parse_labels(labels, n)
+        ema = use_ema(job, ema)
         row = jobs.checkpoint(session, job.id, checkpoint)
     path = jobs.data_path(row.path)
     if not path.is_file():
