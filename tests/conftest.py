@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.clients import cancel_all
 from tests.stacks import STACKS, Stack, new_stack
 
 
@@ -87,9 +88,12 @@ def owner() -> str:
 
 @pytest.fixture
 def api(stack: Stack, owner: str) -> Iterator[httpx.Client]:
-    """A client holding an API key of `owner`."""
+    """A client holding an API key of `owner`; the owner's unfinished jobs are canceled
+    afterwards, so none is left queued for the stack's one worker to train during the tests
+    that follow (a test that only submits has no use for its jobs' training)."""
     with stack.client(stack.new_key(owner)) as client:
         yield client
+        cancel_all(client)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -137,13 +137,19 @@ def test_concurrent_batched_requests_match_sequential_unbatched_bytes(
 
 
 def test_the_histogram_records_batches_of_more_than_one_image(servers: dict[str, Any]) -> None:
-    before = _batch_histogram(servers["on"])
-    requests = [(1, 100 + i, None) for i in range(8)]
-    responses = _concurrent(servers["on"], servers["jobs"]["plain"], requests)
-    after = _batch_histogram(servers["on"])
-    batches = after["count"] - before.get("count", 0)
-    single = after["1.0"] - before.get("1.0", 0)
-    assert 1 <= batches < 8  # one observation per call to the generator
+    # A burst batches only when its requests reach the server while others are on their
+    # way; on a loaded machine (tests in parallel) one burst can arrive one by one, so up to
+    # three bursts are sent: with batching off none of them would batch.
+    for burst in range(3):
+        before = _batch_histogram(servers["on"])
+        requests = [(1, 100 + 10 * burst + i, None) for i in range(8)]
+        responses = _concurrent(servers["on"], servers["jobs"]["plain"], requests)
+        after = _batch_histogram(servers["on"])
+        batches = after["count"] - before.get("count", 0)
+        single = after["1.0"] - before.get("1.0", 0)
+        assert 1 <= batches <= 8  # one observation per call to the generator
+        if batches < 8:
+            break
     assert batches - single >= 1  # at least one batch held more than one image
     assert sum(int(r.headers["X-Generation-Batch"]) > 1 for r in responses) >= 2
 
