@@ -18,6 +18,7 @@ out in order: a message waits while an earlier one of the same job and endpoint 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -226,7 +227,11 @@ async def _in_thread(fn: Callable[..., T], *args: Any) -> T:
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
-        await task
+        # the cancel stands whatever the call ended with: a failure here (the database
+        # unreachable) would otherwise replace it, be taken for a failed round, and the loop
+        # would go on, holding the API's shutdown forever
+        with contextlib.suppress(Exception):
+            await task
         raise
 
 
