@@ -48,7 +48,11 @@ def json_or_not_modified(model: BaseModel, if_none_match: str | None) -> Respons
     """`model` as JSON with its ETag, or a 304 when the client has those bytes. Serialized
     once, by pydantic, and returned as bytes: FastAPI does not validate and encode it again."""
     body = model.model_dump_json().encode()
-    etag = etag_of(body)
+    return body_or_not_modified(body, etag_of(body), if_none_match)
+
+
+def body_or_not_modified(body: bytes, etag: str, if_none_match: str | None) -> Response:
+    """JSON `body` (whose tag is `etag`) or a 304 when the client has those bytes."""
     headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL}
     if matches(if_none_match, etag):
         return Response(status_code=304, headers=headers)

@@ -41,6 +41,24 @@ _verified: dict[str, tuple[float, Principal]] = {}
 _VERIFIED_MAX = 10_000  # distinct keys kept; past it the cache starts over
 
 
+def known_principal(credentials: HTTPAuthorizationCredentials | None) -> Principal | None:
+    """Who is calling, when that takes no database read: auth is off, or the key was verified
+    by this process within SNGAN_AUTH_CACHE_S (its rate is checked as `authenticate` does).
+    None: ask `authenticate`, which reads the key (and answers 401 for a bad one)."""
+    settings = get_settings()
+    if settings.auth == "off":
+        return Principal(owner=LOCAL_OWNER, key_id=None)
+    if credentials is None or credentials.scheme.lower() != "bearer" or settings.auth_cache_s <= 0:
+        return None
+    cached = _verified.get(hash_key(credentials.credentials))
+    if cached is None or time.monotonic() - cached[0] >= settings.auth_cache_s:
+        return None
+    principal = cached[1]
+    assert principal.key_id is not None
+    check_rate(principal.key_id, settings.rate_limit_per_minute)
+    return principal
+
+
 def verify_api_key(session: Session, key: str) -> Principal | None:
     ttl = get_settings().auth_cache_s
     digest = hash_key(key) if ttl > 0 else ""

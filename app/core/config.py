@@ -120,6 +120,15 @@ class Settings(BaseSettings):
     sse_poll_interval_s: float = Field(
         default=0.5, description="How often an open event stream looks for new events."
     )
+    job_cache_s: float = Field(
+        default=0.5,
+        ge=0,
+        le=60,
+        description="How long an API process hands out the same answer to GET /v1/jobs/{id} "
+        "(one database read per job per this long, whatever the number of pollers): an "
+        "answer is at most this far behind the worker; a cancel, resume or delete made "
+        "through the same process shows at once. 0: read the job on every request.",
+    )
     metrics_flush_every_s: float = Field(default=1.0, description="Metric batch flush period.")
     progress_events_keep_s: float = Field(
         default=3600.0,

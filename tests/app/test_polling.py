@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from sqlalchemy import update
 
 from app.core.security import revoke_api_key
-from app.core.tables import Metric, utcnow
+from app.core.tables import Job, Metric, utcnow
 from tests.builders import insert_job
 from tests.stacks import Stack
 
@@ -72,3 +73,45 @@ def test_a_verified_key_is_trusted_for_the_cache_period(stack: Stack) -> None:
         assert wrong.get("/v1/jobs").status_code == 401
     with stack.client(stack.new_key()) as fresh:
         assert fresh.get("/v1/jobs").status_code == 200
+
+
+@pytest.mark.settings(SNGAN_JOB_CACHE_S="60", SNGAN_AUTH_CACHE_S="3600")
+def test_a_job_answer_is_kept_for_the_cache_period_and_dropped_by_a_change_here(
+    stack: Stack, api: httpx.Client, owner: str
+) -> None:
+    """GET /v1/jobs/{id} hands out the same bytes for SNGAN_JOB_CACHE_S: a change the worker
+    writes (here: straight to the row) is not read meanwhile; a change made through this API
+    process (cancel) is seen at once; another owner is read and refused, not served the kept
+    answer."""
+    job_id = insert_job(stack, owner, status="queued")
+    first = api.get(f"/v1/jobs/{job_id}")
+    assert first.status_code == 200
+    assert first.json()["progress"]["step"] == 0
+    with stack.sessions()() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(step=7))
+        session.commit()
+    kept = api.get(f"/v1/jobs/{job_id}")
+    assert kept.content == first.content
+    assert kept.headers["etag"] == first.headers["etag"]
+    assert (
+        api.get(f"/v1/jobs/{job_id}", headers={"If-None-Match": first.headers["etag"]}).status_code
+        == 304
+    )
+    with stack.client(stack.new_key()) as stranger:
+        assert stranger.get(f"/v1/jobs/{job_id}").status_code == 404
+    assert api.post(f"/v1/jobs/{job_id}/cancel").status_code == 202
+    after = api.get(f"/v1/jobs/{job_id}").json()
+    assert after["status"] == "canceled"
+    assert after["progress"]["step"] == 7  # read again: the worker's write shows too
+
+
+@pytest.mark.settings(SNGAN_JOB_CACHE_S="0")
+def test_with_no_job_cache_every_get_reads_the_job(
+    stack: Stack, api: httpx.Client, owner: str
+) -> None:
+    job_id = insert_job(stack, owner, status="queued")
+    assert api.get(f"/v1/jobs/{job_id}").json()["progress"]["step"] == 0
+    with stack.sessions()() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(step=7))
+        session.commit()
+    assert api.get(f"/v1/jobs/{job_id}").json()["progress"]["step"] == 7

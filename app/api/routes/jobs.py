@@ -9,8 +9,16 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.api.conditional import NOT_MODIFIED, IfNoneMatch, json_or_not_modified
-from app.api.deps import BearerDep, Principal, PrincipalDep, SessionDep, authorized
+from app.api import job_answers
+from app.api.conditional import NOT_MODIFIED, IfNoneMatch, body_or_not_modified, etag_of
+from app.api.deps import (
+    BearerDep,
+    Principal,
+    PrincipalDep,
+    SessionDep,
+    authorized,
+    known_principal,
+)
 from app.api.schemas import JobCreate, JobPublic, JobsPublic, error_responses
 from app.api.services import jobs, previews
 from app.core.config import get_settings
@@ -70,11 +78,18 @@ async def get_job(
     job_id: str, credentials: BearerDep, if_none_match: IfNoneMatch = None
 ) -> Response:
     """The job's status, progress and latest losses: cheap enough to poll every second; send
-    the ETag back in If-None-Match for a 304 while nothing changed."""
+    the ETag back in If-None-Match for a 304 while nothing changed. At most SNGAN_JOB_CACHE_S
+    behind the worker."""
+    who = known_principal(credentials)
+    if who is not None and (answer := job_answers.fresh(job_id, who.owner)) is not None:
+        return answer.response(if_none_match)
 
     def read(session: Session, who: Principal) -> Response:
-        job = JobPublic.from_row(jobs.get(session, who.owner, job_id))
-        return json_or_not_modified(job, if_none_match)
+        began = job_answers.begin_read()
+        body = JobPublic.from_row(jobs.get(session, who.owner, job_id)).model_dump_json().encode()
+        etag = etag_of(body)
+        job_answers.keep(job_id, who.owner, body, etag, began)
+        return body_or_not_modified(body, etag, if_none_match)
 
     return await authorized(credentials, read)
 
@@ -87,7 +102,9 @@ async def get_job(
 )
 def cancel_job(job_id: str, principal: PrincipalDep, session: SessionDep) -> JobPublic:
     """Stop a job: the worker writes a final checkpoint and the job ends ``canceled``."""
-    return JobPublic.from_row(jobs.cancel(session, principal.owner, job_id))
+    job = JobPublic.from_row(jobs.cancel(session, principal.owner, job_id))
+    job_answers.drop(job_id)
+    return job
 
 
 @router.post(
@@ -98,7 +115,9 @@ def cancel_job(job_id: str, principal: PrincipalDep, session: SessionDep) -> Job
 )
 def resume_job(job_id: str, principal: PrincipalDep, session: SessionDep) -> JobPublic:
     """Continue a failed or canceled job from its latest good checkpoint (same id)."""
-    return JobPublic.from_row(jobs.resume(session, principal.owner, job_id))
+    job = JobPublic.from_row(jobs.resume(session, principal.owner, job_id))
+    job_answers.drop(job_id)
+    return job
 
 
 @router.delete(
@@ -107,6 +126,7 @@ def resume_job(job_id: str, principal: PrincipalDep, session: SessionDep) -> Job
 def delete_job(job_id: str, principal: PrincipalDep, session: SessionDep) -> Response:
     """Remove a finished job's rows and files."""
     jobs.delete_(session, principal.owner, job_id)
+    job_answers.drop(job_id)
     return Response(status_code=204)
 
 
