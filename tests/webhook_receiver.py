@@ -5,7 +5,9 @@ with.
 
 Paths: ``/<name>/ok``; ``/<name>/fail/<n>`` (the first n requests get a 500, then 200);
 ``/<name>/slow/<n>`` (the first n wait 3 s before answering 200); ``/<name>/gone`` (410);
-``/<name>/redirect`` (307 to ``/<name>/ok``). Run: ``python -m tests.webhook_receiver PORT LOG``.
+``/<name>/redirect`` (307 to ``/<name>/ok``). With a certificate and its key it speaks HTTPS
+and records the server name each connection asked for (SNI). Run:
+``python -m tests.webhook_receiver PORT LOG [CERT KEY]``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import hashlib
 import hmac
 import json
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -43,17 +46,20 @@ def verify(secret: str, headers: dict[str, str], body: bytes) -> bool:
 class Receiver:
     """The receiver process on `port`, its requests read back from its log."""
 
-    def __init__(self, port: int, log: Path) -> None:
+    def __init__(self, port: int, log: Path, tls: tuple[Path, Path] | None = None) -> None:
         self.port = port
         self.log = log
+        self.tls = tls  # (certificate, key): HTTPS
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+    def url(self, path: str, host: str = "127.0.0.1") -> str:
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{host}:{self.port}{path}"
 
     def start(self) -> Receiver:
+        tls = [str(p) for p in self.tls] if self.tls else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.webhook_receiver", str(self.port), str(self.log)],
+            [sys.executable, "-m", "tests.webhook_receiver", str(self.port), str(self.log), *tls],
             cwd=REPO,
             stdin=subprocess.DEVNULL,
         )
@@ -97,7 +103,7 @@ class Receiver:
 # --- the server process --------------------------------------------------------------------
 
 
-def serve(port: int, log: Path) -> None:
+def serve(port: int, log: Path, tls: tuple[str, str] | None = None) -> None:
     seen: Counter[str] = Counter()
     lock = threading.Lock()
 
@@ -110,6 +116,7 @@ def serve(port: int, log: Path) -> None:
                 entry = {
                     "path": self.path,
                     "headers": {k.lower(): v for k, v in self.headers.items()},
+                    "sni": getattr(self.connection, "sni", None),
                     "body": base64.b64encode(body).decode(),
                 }
                 with log.open("a") as f:
@@ -138,8 +145,19 @@ def serve(port: int, log: Path) -> None:
         def log_message(self, *_: Any) -> None:
             pass
 
-    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+
+        def remember_sni(conn: Any, name: str | None, _: ssl.SSLContext) -> None:
+            conn.sni = name  # the accepted SSLSocket, read back by the handler
+
+        context.sni_callback = remember_sni
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    server.serve_forever()
 
 
 if __name__ == "__main__":
-    serve(int(sys.argv[1]), Path(sys.argv[2]))
+    cert_and_key = (sys.argv[3], sys.argv[4]) if len(sys.argv) > 4 else None
+    serve(int(sys.argv[1]), Path(sys.argv[2]), cert_and_key)

@@ -66,14 +66,16 @@ def refused_kind(address: str) -> str | None:
         ("multicast", ip.is_multicast),
         ("private", ip.is_private),
         ("reserved", ip.is_reserved),
+        ("non-global", not ip.is_global),  # e.g. 100.64.0.0/10, carrier-grade NAT's
     )
     return next((kind for kind, hit in checks if hit), None)
 
 
 def check_url(url: str, allow_private: bool) -> None:
     """Raise `UnsafeUrl` unless `url` is http(s) with a host that resolves, when private
-    addresses are not allowed, to public addresses only. Called at subscription time and
-    again before every send (a name may resolve elsewhere later)."""
+    addresses are not allowed, to public addresses only. Called at subscription time; at send
+    time the deliverer checks the addresses it resolves for each connection and connects to
+    one of them (`check_addresses`), so a name that resolves elsewhere later is caught then."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise UnsafeUrl("must be an http:// or https:// URL")
@@ -89,11 +91,22 @@ def check_url(url: str, allow_private: bool) -> None:
     if allow_private:
         return
     try:
-        infos = socket.getaddrinfo(host, port or 443, type=socket.SOCK_STREAM)
+        addresses = resolve(host, port or (443 if parts.scheme == "https" else 80))
     except (OSError, UnicodeError):
         raise UnsafeUrl(f"host {host} does not resolve") from None
-    for info in infos:
-        address = str(info[4][0])
+    check_addresses(host, addresses)
+
+
+def resolve(host: str, port: int) -> list[str]:
+    """The addresses `host` resolves to for TCP, in the resolver's order, each once."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def check_addresses(host: str, addresses: Iterable[str]) -> None:
+    """Raise `UnsafeUrl` if any address `host` resolved to is off limits (one is enough: a
+    connection could go to any of them)."""
+    for address in addresses:
         kind = refused_kind(address)
         if kind is not None:
             raise UnsafeUrl(

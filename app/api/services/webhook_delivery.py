@@ -21,13 +21,16 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
+import anyio
+import httpcore
 import httpx
 from sqlalchemy import exists, or_, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
@@ -128,11 +131,6 @@ async def send(client: httpx.AsyncClient, out: Outgoing, settings: Settings) -> 
     def took() -> float:
         return round((time.perf_counter() - start) * 1000, 1)
 
-    try:
-        # checked again at send time, after resolution: a name may point elsewhere now
-        await run_in_threadpool(webhooks.check_url, out.url, settings.webhook_allow_private)
-    except UnsafeUrl as e:
-        return Outcome(None, f"refused: {e}"[:MAX_ERROR_CHARS], took(), retry=False)
     timestamp = int(time.time())
     headers = {
         "content-type": "application/json",
@@ -144,6 +142,8 @@ async def send(client: httpx.AsyncClient, out: Outgoing, settings: Settings) -> 
     try:
         async with client.stream("POST", out.url, content=out.body, headers=headers) as response:
             code = response.status_code
+    except UnsafeUrl as e:  # the connection's addresses, checked by `CheckedBackend`
+        return Outcome(None, f"refused: {e}"[:MAX_ERROR_CHARS], took(), retry=False)
     except httpx.TimeoutException:
         return Outcome(None, f"timeout after {settings.webhook_timeout_s:g} s", took(), True)
     except httpx.HTTPError as e:
@@ -235,11 +235,94 @@ async def _in_thread(fn: Callable[..., T], *args: Any) -> T:
         raise
 
 
-def client_for(settings: Settings) -> httpx.AsyncClient:
-    # no redirects (a 3xx fails the message: following one could reach an address the check
-    # refused), no proxies or credentials from the environment
+Resolver = Callable[[str, int], list[str]]
+Check = Callable[[str, list[str]], None]  # raises UnsafeUrl
+
+
+class CheckedBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network backend, except that a connection goes to an address resolved for
+    it and checked: the name is resolved once, every address it gave is checked, and one of
+    them is connected to. Checking the URL and then letting the client resolve the name again
+    would leave a window where the name points elsewhere (DNS rebinding: a public address for
+    the check, 127.0.0.1 for the connection). TLS is unchanged: httpcore starts it with the
+    URL's host as the server name, so SNI and the certificate check use the hostname."""
+
+    def __init__(self, check: Check | None, resolve: Resolver) -> None:
+        self.check = check  # None: every address allowed (SNGAN_WEBHOOK_ALLOW_PRIVATE)
+        self.resolve = resolve
+        self.inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        # one deadline for resolving and connecting: the lease allows for one timeout here
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            with anyio.fail_after(timeout):
+                addresses = await anyio.to_thread.run_sync(
+                    self.resolve, host, port, abandon_on_cancel=True
+                )
+        except TimeoutError:
+            raise httpcore.ConnectTimeout(f"resolving {host} took over {timeout:g} s") from None
+        except (OSError, UnicodeError) as e:  # retried: a resolver may fail for a while
+            raise httpcore.ConnectError(f"host {host} does not resolve: {e}") from None
+        if self.check is not None:
+            self.check(host, addresses)  # UnsafeUrl: the message is refused
+        error: Exception = httpcore.ConnectError(f"host {host} resolves to no address")
+        for address in addresses:  # in the resolver's order, as a client would try them
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            try:
+                return await self.inner.connect_tcp(
+                    address, port, left, local_address, socket_options
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as e:
+                error = e
+        raise error
+
+    async def sleep(self, seconds: float) -> None:
+        await self.inner.sleep(seconds)
+
+
+class CheckedTransport(httpx.AsyncHTTPTransport):
+    """httpx's transport on a connection pool that connects through `CheckedBackend`. httpx
+    0.28 takes no network backend (encode/httpx#3749), so the pool it made is replaced by one
+    with the same settings and ours; requests, responses and errors stay httpx's. `resolve`
+    and `verify` are the system's unless a test brings its own names or certificates."""
+
+    def __init__(
+        self,
+        check: Check | None,
+        resolve: Resolver = webhooks.resolve,
+        verify: ssl.SSLContext | bool = True,
+    ) -> None:
+        super().__init__(verify=verify, trust_env=False)
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(verify=verify, trust_env=False),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=CheckedBackend(check, resolve),
+        )
+
+
+def client_for(settings: Settings, transport: CheckedTransport | None = None) -> httpx.AsyncClient:
+    """The deliverer's client. No redirects (a 3xx fails the message: following one could reach
+    an address the check refused), no proxies or credentials from the environment, and every
+    connection made to an address checked for it (`CheckedBackend`)."""
+    if transport is None:
+        check = None if settings.webhook_allow_private else webhooks.check_addresses
+        transport = CheckedTransport(check)
     return httpx.AsyncClient(
-        follow_redirects=False, timeout=settings.webhook_timeout_s, trust_env=False
+        transport=transport,
+        follow_redirects=False,
+        timeout=settings.webhook_timeout_s,
+        trust_env=False,
     )
 
 
