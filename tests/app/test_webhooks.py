@@ -300,7 +300,12 @@ def test_private_addresses_are_refused_at_subscription_and_at_send(
     assert refused.status_code == 422, refused.text
     message = refused.json()["error"]["message"]
     assert "127.0.0.1" in message and "loopback" in message, message
-    for url in ("http://169.254.169.254/latest", "http://10.1.2.3/x", "http://[::1]/x"):
+    for url in (
+        "http://169.254.169.254/latest",
+        "http://10.1.2.3/x",
+        "http://[::1]/x",
+        "http://100.64.0.1/x",
+    ):
         assert api.post("/v1/webhooks", json={"url": url}).status_code == 422, url
     assert api.post("/v1/webhooks", json={"url": "ftp://example.com/x"}).status_code == 422
     body = tiny_job({"source": "synthetic"}, webhook={"url": "http://192.168.1.5/hook"})
