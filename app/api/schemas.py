@@ -322,6 +322,37 @@ class MetricsPublic(BaseModel):
     next_after_step: int | None
 
 
+MetricsFormat = Literal["points", "columns"]
+
+
+class MetricsColumns(BaseModel):
+    """The same points as MetricsPublic, a column per name (``format=columns``): about a
+    sixth of the bytes, and no object per point to build on either side."""
+
+    steps: list[int] = Field(description="The steps of this page, ascending.")
+    series: dict[str, list[float | None]] = Field(
+        description="Per name, its value at each of `steps`: null where it has no point there "
+        "(or where the value is not a finite number, as `value` is in the points form)."
+    )
+    next_after_step: int | None
+
+    @classmethod
+    def from_rows(cls, rows: Any, next_after_step: int | None) -> MetricsColumns:
+        """From (step, name, value) rows in step order."""
+        at: dict[int, int] = {}
+        for row in rows:
+            at.setdefault(row[0], len(at))
+        series: dict[str, list[float | None]] = {}
+        for step, name, value, *_ in rows:
+            column = series.get(name)
+            if column is None:
+                column = series[name] = [None] * len(at)
+            column[at[step]] = value
+        return cls.model_construct(
+            steps=list(at), series=dict(sorted(series.items())), next_after_step=next_after_step
+        )
+
+
 class CheckpointPublic(BaseModel):
     step: int
     size_bytes: int
