@@ -39,7 +39,7 @@ from .generate import image_grid, save_png, to_uint8
 from .graphs import GraphSteps
 from .losses import d_loss, g_loss
 from .nets import build_discriminator, build_generator
-from .sinks import DivergedError, TrainerSinks, TrainResult
+from .sinks import EMA_SUFFIX, DivergedError, TrainerSinks, TrainResult
 
 if TYPE_CHECKING:
     from .evaluation import Evaluator
@@ -78,7 +78,7 @@ class Trainer(GraphSteps):
         self.use_bf16 = tc.precision == "bf16" or (
             tc.precision == "auto" and self.device.type == "cuda"
         )
-        # the best checkpoint by FID (lowest) and its value: pinned against keep-last-K
+        # the best checkpoint by G's FID (lowest) and its value: pinned against keep-last-K
         self.best: tuple[int, float] | None = None
         self.evaluator: Evaluator | None = None
         if config.eval.every > 0:
@@ -101,6 +101,9 @@ class Trainer(GraphSteps):
             raise ValueError(f"dataset has {dataset.channels} channels, model {mc.channels}")
         self.dataset = dataset
         self.data = dataset.to(self.device)
+        # the dataset's name in the evaluator's cache of real features
+        spec = f"{config.data}-{mc.resolution}-{mc.channels}"
+        self.eval_key = hashlib.sha256(f"{spec}-{len(dataset)}".encode()).hexdigest()[:16]
 
         # how the step executes (never what it computes): see SpeedConfig
         sp, cuda = config.speed, self.device.type == "cuda"
@@ -341,16 +344,23 @@ class Trainer(GraphSteps):
         self.sinks.on_sample_grid(self.step, path)
 
     def _evaluate(self) -> bool:
-        """Evaluate the sampling generator; True when FID improved on the best so far."""
+        """Evaluate G, and the EMA generator when there is one (its metrics named with
+        `EMA_SUFFIX`, with its standing BN statistics when configured); True when G's FID
+        improved on the best so far."""
         assert self.evaluator is not None
-        netG = self._ema_for_use() or self.netG
-        spec = f"{self.cfg.data}-{self.cfg.model.resolution}-{self.cfg.model.channels}"
-        key = hashlib.sha256(f"{spec}-{len(self.dataset)}".encode()).hexdigest()[:16]
-        # its own seeded generator: the training RNG stream is not drawn from
-        metrics = self.evaluator.evaluate(
-            netG, self.cfg, self.dataset, key, seed=self.cfg.train.seed
-        )
+        # its own seeded generator: the training RNG stream is not drawn from, and both
+        # generators get the same noise (the difference measures them, not the draw); the
+        # real features are computed once, the second call reads the evaluator's copy
+        seed = self.cfg.train.seed
+        ev, key = self.evaluator, self.eval_key
+        metrics = ev.evaluate(self.netG, self.cfg, self.dataset, key, seed=seed)
+        ema_G = self._ema_for_use()
+        if ema_G is not None:
+            averaged = ev.evaluate(ema_G, self.cfg, self.dataset, key, seed=seed)
+            metrics.update({name + EMA_SUFFIX: value for name, value in averaged.items()})
         self.sinks.on_metrics(self.step, metrics)
+        # the best checkpoint follows G's FID, EMA or not: the run (which EMA never feeds
+        # back into) keeps the same checkpoints and `best` whatever its EMA options
         fid = metrics.get("fid")
         if fid is None or (self.best is not None and fid >= self.best[1]):
             return False

@@ -28,6 +28,7 @@ from app.core.leases import Lease, LeaseLost, ProgressUpdate
 from app.core.status import JobStatus
 from app.core.tables import Checkpoint, Job, SampleGrid, utcnow
 from models import TrainerSinks
+from models.sinks import EMA_SUFFIX, EVALUATION_METRICS
 from worker import shutdown
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,9 @@ Write = Callable[[Session], None]
 
 
 PRUNE_EVERY_S = 60.0  # how often a flush also drops the job's expired progress events
-# what models/evaluation.py reports; a step that has them is an evaluation (a webhook event)
-EVALUATION_METRICS = frozenset({"is_mean", "is_std", "fid", "kid_mean", "kid_std"})
+# what an evaluation reports, for G and the EMA generator: a step that has them is an
+# evaluation (a webhook event)
+EVALUATED = frozenset(EVALUATION_METRICS) | {name + EMA_SUFFIX for name in EVALUATION_METRICS}
 
 
 class DatabaseSinks(TrainerSinks):
@@ -100,9 +102,7 @@ class DatabaseSinks(TrainerSinks):
                 }
             )
         self.latest.update({k: float(v) for k, v in metrics.items() if math.isfinite(v)})
-        evaluated = {
-            k: float(v) for k, v in metrics.items() if k in EVALUATION_METRICS and math.isfinite(v)
-        }
+        evaluated = {k: float(v) for k, v in metrics.items() if k in EVALUATED and math.isfinite(v)}
         if evaluated:
             self._evaluations.append({"step": step, "metrics": evaluated})
         self.step = max(self.step, step)

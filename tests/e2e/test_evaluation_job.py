@@ -1,6 +1,7 @@
 """A job that evaluates IS, FID and KID while it trains, through the service: the points in
-the metric series, on the event stream and in `latest_metrics`; the job's `best` checkpoint,
-kept beside keep-last-K and named by `checkpoint=best`.
+the metric series, on the event stream and in `latest_metrics` (for G and, as the job keeps
+an EMA generator, for it too: `fid_ema`, ...); the job's `best` checkpoint (by G's FID), kept
+beside keep-last-K and named by `checkpoint=best`.
 
 The worker has SNGAN_INCEPTION_WEIGHTS set to a weights file the tests make (see
 tests/models/inception_weights.py); it runs in .venv-eval, where torch-fidelity imports.
@@ -22,6 +23,7 @@ from tests.stacks import STACKS, Stack, new_stack
 
 EVAL_STEPS = [3, 6]
 EVAL_NAMES = {"is_mean", "is_std", "fid", "kid_mean", "kid_std"}
+EVAL_NAMES |= {f"{name}_ema" for name in EVAL_NAMES}  # the EMA generator's
 
 Run = tuple[dict[str, Any], list[SSEEvent], httpx.Client]
 
@@ -50,6 +52,7 @@ def run(evaluating: Stack) -> Iterator[Run]:
         body = tiny_job(
             {"id": response.json()["id"]},
             steps=EVAL_STEPS[-1],
+            train={"ema_decay": 0.9, "ema_standing_stats": True},
             checkpoint_every=10,
             eval={"every": EVAL_STEPS[0], "num_samples": 12, "metrics": ["is", "fid", "kid"]},
         )
@@ -86,13 +89,17 @@ def test_evaluations_are_metric_points_events_and_latest_metrics(run: Run) -> No
     for name in EVAL_NAMES:
         assert sorted(points[name]) == EVAL_STEPS, name
     for step in EVAL_STEPS:
-        assert points["is_mean"][step] >= 1.0 and points["fid"][step] >= 0.0
-        assert points["kid_std"][step] >= 0.0
+        for suffix in ("", "_ema"):
+            assert points[f"is_mean{suffix}"][step] >= 1.0 and points[f"fid{suffix}"][step] >= 0.0
+            assert points[f"kid_std{suffix}"][step] >= 0.0
     latest = job["latest_metrics"]
     assert set(latest) >= EVAL_NAMES
     assert latest["fid"] == pytest.approx(points["fid"][EVAL_STEPS[-1]])
+    assert latest["fid_ema"] == pytest.approx(points["fid_ema"][EVAL_STEPS[-1]])
     sent = [e.data["metrics"] for e in streamed if e.event == "metrics"]
-    assert any("fid" in m and "kid_mean" in m for m in sent), "no evaluation on the stream"
+    assert any({"fid", "kid_mean", "fid_ema", "kid_mean_ema"} <= set(m) for m in sent), (
+        "no evaluation on the stream"
+    )
 
 
 def test_the_best_checkpoint_is_recorded_kept_and_named_best(run: Run) -> None:

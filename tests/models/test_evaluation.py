@@ -202,6 +202,8 @@ def test_resume_with_evaluation_is_bit_identical_and_the_best_checkpoint_is_pinn
 
     fids = {s: m["fid"] for r in (first, second) for s, m in r.metrics.items() if "fid" in m}
     assert sorted(fids) == [4, 8]
+    # the EMA generator is evaluated too; the best stays G's FID (`fid`)
+    assert [s for r in (first, second) for s, m in r.metrics.items() if "fid_ema" in m] == [4, 8]
     assert first.best == [(4, fids[4])]  # the first FID is the best so far
     assert second.best[0] == (4, fids[4])  # reported again on resume
     best_step = min(fids, key=lambda s: fids[s])
@@ -213,3 +215,57 @@ def test_resume_with_evaluation_is_bit_identical_and_the_best_checkpoint_is_pinn
     assert kept == sorted({best_step, 8})
     state = load_checkpoint(tmp_path / "part" / "checkpoints" / f"step_{best_step:08d}.pt")
     assert state["best"] == [best_step, fids[best_step]]
+
+
+EVALUATED = {"is_mean", "is_std", "fid", "kid_mean", "kid_std"}
+
+
+def test_with_an_ema_both_generators_are_evaluated_each_under_its_own_names(weights, tmp_path):
+    """`fid`, `is_mean`, ... are G's and `fid_ema`, `is_mean_ema`, ... the EMA generator's
+    (with its standing BN statistics): each equals a direct evaluation of that generator
+    after the run, the two differ, the real images went through Inception once, and the
+    best checkpoint follows G's FID. An EMA that is still a copy of G scores exactly as G."""
+    from .test_trainer import Recorder
+
+    def config(steps: int, **ema: object):
+        return tiny_config(
+            train={"steps": steps, **ema},
+            data={"source": "synthetic", "num_images": 16},
+            eval={"every": 2, "num_samples": 8, "metrics": ["is", "fid", "kid"]},
+        )
+
+    cfg = config(4, ema_decay=0.9, ema_standing_stats=True)
+    sinks = Recorder()
+    trainer = Trainer(cfg, tmp_path / "ema", sinks=sinks, device="cpu", inception_weights=weights)
+    trainer.fit()
+    names = EVALUATED | {f"{n}_ema" for n in EVALUATED}
+    assert {s for s, m in sinks.metrics.items() if names & set(m)} == {2, 4}
+    assert all(names <= set(sinks.metrics[s]) for s in (2, 4))
+    ev = trainer.evaluator
+    assert ev is not None and ev.real_images_seen == 16  # once, for two generators twice
+
+    last, seed = sinks.metrics[4], cfg.train.seed
+    assert trainer.ema_G is not None
+    plain = ev.evaluate(trainer.netG, cfg, trainer.dataset, trainer.eval_key, seed=seed)
+    averaged = ev.evaluate(trainer.ema_G, cfg, trainer.dataset, trainer.eval_key, seed=seed)
+    print("G:", plain, "EMA:", averaged)
+    assert {n: last[n] for n in plain} == plain
+    assert {n: last[f"{n}_ema"] for n in averaged} == averaged
+    # (IS is 1 for both: 8 samples in 8 splits of one)
+    assert plain["fid"] != averaged["fid"] and plain["kid_mean"] != averaged["kid_mean"]
+    fids = {s: sinks.metrics[s]["fid"] for s in (2, 4)}
+    best = min(fids, key=lambda s: fids[s])
+    assert trainer.best == (best, fids[best])
+
+    # ema_start past the run: the average is G's copy (weights and BN buffers), and both get
+    # the same noise, so every number is the same
+    copy = Recorder()
+    Trainer(
+        config(2, ema_decay=0.9, ema_start=2),
+        tmp_path / "copy",
+        sinks=copy,
+        device="cpu",
+        inception_weights=weights,
+    ).fit()
+    evaluated = copy.metrics[2]
+    assert {n: evaluated[f"{n}_ema"] for n in EVALUATED} == {n: evaluated[n] for n in EVALUATED}
