@@ -19,8 +19,11 @@ import time
 from dataclasses import dataclass
 
 from fastapi import Response
+from sqlalchemy.orm import Session
 
-from app.api.conditional import body_or_not_modified
+from app.api.conditional import body_or_not_modified, etag_of
+from app.api.schemas import JobPublic
+from app.api.services import jobs
 from app.core.config import get_settings
 
 _MAX_JOBS = 10_000  # answers kept; past it the cache starts over
@@ -38,9 +41,7 @@ class Answer:
 
 
 _answers: dict[str, Answer] = {}
-# Bumped by every drop: a read that began before a drop may hold the state from before the
-# change, so it is not kept (see `keep`).
-_drops = 0
+_drops = 0  # bumped by every drop (see `read`)
 
 
 def fresh(job_id: str, owner: str) -> Answer | None:
@@ -53,18 +54,17 @@ def fresh(job_id: str, owner: str) -> Answer | None:
     return answer
 
 
-def begin_read() -> tuple[float, int]:
-    """Call before reading the job: what `keep` needs to know the read is still current."""
-    return time.monotonic(), _drops
-
-
-def keep(job_id: str, owner: str, body: bytes, etag: str, began: tuple[float, int]) -> None:
-    read_at, drops = began
-    if get_settings().job_cache_s <= 0 or drops != _drops:
-        return
-    if len(_answers) >= _MAX_JOBS:
-        _answers.clear()
-    _answers[job_id] = Answer(owner, body, etag, read_at)
+def read(session: Session, owner: str, job_id: str) -> Answer:
+    """Read `owner`'s job (404 when it is not theirs) and keep its answer."""
+    read_at, drops = time.monotonic(), _drops
+    body = JobPublic.from_row(jobs.get(session, owner, job_id)).model_dump_json().encode()
+    answer = Answer(owner, body, etag_of(body), read_at)
+    # a read that began before a drop may hold the state from before the change: not kept
+    if get_settings().job_cache_s > 0 and drops == _drops:
+        if len(_answers) >= _MAX_JOBS:
+            _answers.clear()
+        _answers[job_id] = answer
+    return answer
 
 
 def drop(job_id: str) -> None:

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.api import job_answers
-from app.api.conditional import NOT_MODIFIED, IfNoneMatch, body_or_not_modified, etag_of
+from app.api.conditional import NOT_MODIFIED, IfNoneMatch
 from app.api.deps import (
     BearerDep,
     Principal,
@@ -85,11 +85,7 @@ async def get_job(
         return answer.response(if_none_match)
 
     def read(session: Session, who: Principal) -> Response:
-        began = job_answers.begin_read()
-        body = JobPublic.from_row(jobs.get(session, who.owner, job_id)).model_dump_json().encode()
-        etag = etag_of(body)
-        job_answers.keep(job_id, who.owner, body, etag, began)
-        return body_or_not_modified(body, etag, if_none_match)
+        return job_answers.read(session, who.owner, job_id).response(if_none_match)
 
     return await authorized(credentials, read)
 
