@@ -325,12 +325,20 @@ def metrics(
     if after_step is not None:
         cond.append(Metric.step > after_step)
     of_names = [Metric.name.in_(names)] if names else []
-    steps: list[int] = []
+    # Plain columns, not ORM objects; the time only when asked for (on SQLite each is a
+    # string parsed into a datetime).
+    columns = [Metric.step, Metric.name, Metric.value, *([Metric.time] if with_time else [])]
+
+    def points(steps: Sequence[int]) -> list[Row[*tuple[Any, ...]]]:
+        query = select(*columns).where(*cond, *of_names, _step_in(steps))
+        return list(session.execute(query.order_by(Metric.step, Metric.name)))
+
     if every is not None and every > 1:
-        # Look the next limit + 1 multiples of `every` up in the (job, step) index first: on a
-        # run logged every step that is the whole page, where filtering `step % every` would
-        # scan `every` times as many index entries. Only what that window misses (a series
-        # logged sparsely) is found by the scan, from the window's end on.
+        # Read the points of the next limit + 1 multiples of `every` through the (job, step)
+        # index first: on a run logged every step that is the whole page (1,000 look-ups for
+        # 1,000 steps, whatever the run's length), where filtering `step % every` would scan
+        # `every` times as many index entries. Only what that window misses (a series logged
+        # sparsely) is found by a scan, from the window's end on.
         first = 0 if after_step is None else (after_step // every + 1) * every
         # The window ends at the job's last step (one look at the index's end): a page asked
         # with limit=10000 of a run that has 1,000 such steps looks up 1,000, not 10,001. A
@@ -341,27 +349,23 @@ def metrics(
             return [], None
         stop = min(first + every * (limit + 1), last + 1)
         window = range(first, stop, every)
-        if window:
-            steps = _distinct_steps(session, [*cond, *of_names, _step_in(window)], limit + 1)
+        rows = points(window) if window else []
+        steps = list(dict.fromkeys(row[0] for row in rows))  # those that have a point
         cond.append(Metric.step % every == 0)
         if len(steps) <= limit and stop <= last:
-            rest = [*cond, Metric.step >= stop]
-            steps += _first_steps(session, rest, names, limit + 1 - len(steps))
+            rest = _first_steps(
+                session, [*cond, Metric.step >= stop], names, limit + 1 - len(steps)
+            )
+            if rest[: limit - len(steps)]:
+                rows += points(rest[: limit - len(steps)])
+            steps += rest
     else:
         steps = _first_steps(session, cond, names, limit + 1)
-    if not steps:
-        return [], None
-    more = len(steps) > limit
-    steps = steps[:limit]
-    # The points of exactly those steps, as plain columns: a downsampled page of a long run
-    # (every=100 over 200,000 steps) would otherwise read and build every row in the range
-    # (1.2 M ORM objects) to keep 1 in 100 of them. The time only when asked for: on SQLite
-    # each is a string parsed into a datetime.
-    columns = [Metric.step, Metric.name, Metric.value, *([Metric.time] if with_time else [])]
-    rows = session.execute(
-        select(*columns).where(*cond, *of_names, _step_in(steps)).order_by(Metric.step, Metric.name)
-    )
-    return rows.all(), (steps[-1] if more else None)
+        rows = points(steps[:limit]) if steps else []
+    if len(steps) <= limit:
+        return rows, None
+    end = steps[limit - 1]  # one step more was found: the next page starts after this one
+    return [row for row in rows if row[0] <= end], end
 
 
 # Up to this many names are looked up one by one (see _first_steps); more, all at once.
