@@ -1,24 +1,28 @@
 // The job page's curves (plotly.js, served from the installed `plotly` package).
 //
 // A long run is loaded downsampled by the server (/metrics?every=N, about MAX_POINTS steps per
-// series); zooming into a step range fetches that range at full detail (or as fine as
-// MAX_POINTS allows) and shows it in place of the overview there. New points are fetched
-// after the last loaded step whenever the event stream says there are some (update()).
-// Charts share their x axis: zooming one zooms all.
+// series, in the columns form); zooming into a step range fetches that range at full detail
+// (or as fine as MAX_POINTS allows) and shows it in place of the overview there. New points
+// are fetched after the last loaded step whenever the event stream says there are some
+// (update()). Charts share their x axis: zooming one zooms all.
 
-import { request } from "./api.js";
+import { metricsPage } from "./api.js";
 
-export const MAX_POINTS = 2000; // steps per series drawn at once
+// steps per series drawn at once: about two per pixel of a chart's width (a half-page chart
+// is ~600 px); more costs fetching and drawing and shows nothing more
+export const MAX_POINTS = 1000;
 const TRAIN_NAMES = ["loss_d", "loss_g", "d_real", "d_fake", "lr", "steps_per_s"];
-// evaluated every eval.every steps only: fetched without `every`, so none is skipped
-const EVAL_NAMES = ["is_mean", "is_std", "fid", "kid_mean", "kid_std"];
+// evaluated every eval.every steps only: fetched without `every`, so none is skipped; the
+// `_ema` ones are the EMA generator's (jobs with train.ema_decay)
+const EVAL_BASE = ["is_mean", "is_std", "fid", "kid_mean", "kid_std"];
+const EVAL_NAMES = [...EVAL_BASE, ...EVAL_BASE.map((n) => `${n}_ema`)];
 const GROUPS = [
   { id: "losses", title: "Losses", names: ["loss_d", "loss_g"] },
   { id: "d", title: "D output (mean)", names: ["d_real", "d_fake"] },
   { id: "lr", title: "Learning rate", names: ["lr"] },
   { id: "speed", title: "Steps / s", names: ["steps_per_s"] },
-  { id: "is", title: "Inception score", names: ["is_mean"] },
-  { id: "fid", title: "FID / KID", names: ["fid", "kid_mean"] },
+  { id: "is", title: "Inception score", names: ["is_mean", "is_mean_ema"] },
+  { id: "fid", title: "FID / KID", names: ["fid", "kid_mean", "fid_ema", "kid_mean_ema"] },
 ];
 const COLORS = ["#2f6fde", "#e0701b", "#1f9d55", "#b03aa7"];
 
@@ -64,21 +68,20 @@ async function fetchPoints(jobId, names, { after, every, until, maxSteps }) {
   let cursor = after;
   let steps = 0;
   for (;;) {
-    const page = await request(`/v1/jobs/${jobId}/metrics`, {
-      query: {
-        names: names.join(","),
-        after_step: cursor >= 0 ? cursor : undefined,
-        every: every > 1 ? every : undefined,
-        limit: Math.min(10_000, maxSteps - steps),
-      },
+    const page = await metricsPage(jobId, {
+      names: names.join(","),
+      after_step: cursor >= 0 ? cursor : undefined,
+      every: every > 1 ? every : undefined,
+      limit: Math.min(10_000, maxSteps - steps),
     });
-    let last = cursor;
-    for (const p of page.data) {
-      if (until !== undefined && p.step > until) break;
-      out.get(p.name)?.add(p.step, p.value);
-      if (p.step !== last) steps += 1;
-      last = p.step;
+    const shown = until === undefined ? page.steps.length : page.steps.filter((s) => s <= until).length;
+    for (const [name, values] of Object.entries(page.series)) {
+      const series = out.get(name);
+      if (!series) continue;
+      // null: no point of this name at that step (a sparse series beside a dense one)
+      for (let i = 0; i < shown; i++) if (values[i] !== null) series.add(page.steps[i], values[i]);
     }
+    steps += shown;
     cursor = page.next_after_step;
     if (cursor === null || steps >= maxSteps || (until !== undefined && cursor >= until)) return out;
   }
@@ -103,11 +106,16 @@ export class Charts {
   }
 
   /** First load: `lastStep` (the job's step) picks how much the server downsamples; the
-   * points are fetched while `plotlyReady` (plotly.js still loading) settles. */
+   * points are fetched while `plotlyReady` (plotly.js still loading) settles. The marks say
+   * where the time went (bench/dashboard_load.py reads them). */
   async load(lastStep, plotlyReady = Promise.resolve()) {
     this.every = Math.max(1, Math.ceil(lastStep / MAX_POINTS));
-    await Promise.all([this.fetchNew(), plotlyReady]);
+    await Promise.all([
+      this.fetchNew().then(() => performance.mark("sngan:points-in")),
+      plotlyReady.then(() => performance.mark("sngan:plotly-ready")),
+    ]);
     this.draw();
+    performance.mark("sngan:drawn");
   }
 
   /** New points after the last loaded ones (called on each `metrics` event; calls that
@@ -226,7 +234,9 @@ export class Charts {
           line: { color, width: 1.6 }, marker: { size: 4 },
         });
       });
-      Plotly.react(this.div(group), traces, this.layout(group));
+      const div = this.divs.get(group.id);
+      if (div) Plotly.react(div, traces, this.layout(group));
+      else this.newChart(group, traces);
     }
   }
 
@@ -246,18 +256,16 @@ export class Charts {
     };
   }
 
-  div(group) {
-    let div = this.divs.get(group.id);
-    if (div) return div;
-    div = document.createElement("div");
+  /** A chart drawn with its first traces (plotted once, not empty and then again). */
+  newChart(group, traces) {
+    const div = document.createElement("div");
     div.className = "chart";
     div.id = `chart-${group.id}`;
     this.container.append(div);
     this.divs.set(group.id, div);
-    Plotly.newPlot(div, [], this.layout(group), { displaylogo: false, responsive: true,
+    Plotly.newPlot(div, traces, this.layout(group), { displaylogo: false, responsive: true,
       modeBarButtonsToRemove: ["lasso2d", "select2d"] });
     div.on("plotly_relayout", (e) => this.onRelayout(div, e));
-    return div;
   }
 
   onRelayout(source, e) {
