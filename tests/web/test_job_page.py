@@ -192,11 +192,18 @@ def test_a_long_run_loads_downsampled_and_zooming_fetches_full_detail(
     page = open_page(f"{live.url}/jobs/{job_id}", key)
     page.on("request", lambda r: metric_requests.append(r.url) if "/metrics?" in r.url else None)
     page.wait_for_function("document.body.dataset.chartsReady === '1'")
-    # 5000 steps over MAX_POINTS 2000: every 3rd step, chosen by the server
+    # 5000 steps over MAX_POINTS 1000: every 5th step, chosen by the server, in the columns
+    # form (a list of steps and a list of values per name)
     overview = page.evaluate(STEPS_OF, ["#chart-losses", "loss_d"])
-    assert overview == list(range(3, 5001, 3))
-    assert "1 step in 3" in page.locator("#curves-note").inner_text()
-    # IS and FID are evaluated every 1000 steps (not a multiple of 3): none is skipped
+    assert overview == list(range(5, 5001, 5))
+    assert "1 step in 5" in page.locator("#curves-note").inner_text()
+    assert all(parse_qs(urlsplit(u).query)["format"] == ["columns"] for u in metric_requests)
+    # the values drawn are the stored ones (the faint raw trace; insert_long_job's values)
+    raw = page.evaluate(
+        "document.querySelector('#chart-losses').data.find((t) => t.name === 'loss_d (raw)').y"
+    )
+    assert raw == [1.0 + (s % 7) / 10 for s in overview]
+    # IS and FID are evaluated every 1000 steps (fetched without `every`): none is skipped
     evaluated = [1000, 2000, 3000, 4000, 5000]
     assert page.evaluate(STEPS_OF, ["#chart-is", "is_mean"]) == evaluated
     assert page.evaluate(STEPS_OF, ["#chart-fid", "fid"]) == evaluated

@@ -9,7 +9,7 @@
 //
 // Everything comes from the public /v1 API through api.js, as a script would get it.
 
-import { esc, fmt, request } from "./api.js";
+import { esc, fmt, metricsPage, request } from "./api.js";
 import { smooth } from "./charts.js";
 import { initHeader, notify, setAuthImage, statusBadge } from "./ui.js";
 
@@ -126,16 +126,17 @@ async function fetchSeries(jobId, names, every) {
   const out = new Map(names.map((n) => [n, { steps: [], values: [] }]));
   let after;
   for (;;) {
-    const page = await request(`/v1/jobs/${encodeURIComponent(jobId)}/metrics`, {
-      query: { names: names.join(","), every: every > 1 ? every : undefined, after_step: after,
-        limit: 10_000 },
+    const page = await metricsPage(jobId, {
+      names: names.join(","), every: every > 1 ? every : undefined, after_step: after, limit: 10_000,
     });
-    for (const p of page.data) {
-      const s = out.get(p.name);
-      if (s) {
-        s.steps.push(p.step);
-        s.values.push(p.value);
-      }
+    for (const [name, values] of Object.entries(page.series)) {
+      const s = out.get(name);
+      if (!s) continue;
+      values.forEach((value, i) => {
+        if (value === null) return; // no point of this name at that step
+        s.steps.push(page.steps[i]);
+        s.values.push(value);
+      });
     }
     if (page.next_after_step === null) return out;
     after = page.next_after_step;

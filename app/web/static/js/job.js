@@ -194,9 +194,10 @@ async function main() {
     return;
   }
   generator.configure(job);
-  // plotly.js loads `async` (see job.html): the points are fetched while it runs
+  // plotly.js loads `async` (see job.html): the points are fetched while it runs. Its own
+  // load event, not the window's: that one also waits for every other resource of the page.
   const plotlyReady = new Promise((r) =>
-    window.Plotly ? r() : addEventListener("load", r, { once: true }),
+    window.Plotly ? r() : document.querySelector("#plotly-js").addEventListener("load", r, { once: true }),
   );
   await Promise.all([
     // the marker tests and bench/dashboard_load.py wait for: the curves are drawn
