@@ -10,6 +10,8 @@ worker (the jobs it submits are never trained, so the other tests' worker is not
 
 from __future__ import annotations
 
+import itertools
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,6 +27,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from tests.builders import tiny_job
 from tests.stacks import STACKS, Served, Stack, new_stack
 
 EXAMPLES_PER_OPERATION = 15
@@ -105,15 +108,34 @@ def test_no_server_errors_and_responses_match_the_schema(fuzz_stack: Stack) -> N
 def test_stateful_links_reach_real_jobs(fuzz_stack: Stack) -> None:
     """Scenarios of linked calls: create a job, then read, cancel, resume, delete it, ask for
     its metrics, checkpoints and samples by the id the create returned."""
-    schema = _schema(fuzz_stack)
+    # The job and dataset operations only (the links join them): among all 32 operations
+    # few scenarios started with a create; keys and webhooks are fuzzed by the first phase.
+    schema = _schema(fuzz_stack).include(path_regex=r"^/v1/(jobs|datasets)")
+    scenarios = itertools.count()
     headers: dict[str, str] = {}
     failures: list[str] = []
     calls: dict[str, dict[int, int]] = {}
 
+    @schema.hook
+    def map_body(ctx: schemathesis.HookContext, body: Any) -> Any:
+        """Three job bodies in four are a valid one: generated bodies
+        almost never pass every check (a source on disk, limits, sizes), so without them no
+        scenario had a job to follow its links to."""
+        operation = ctx.operation
+        if operation is None or (operation.method.upper(), operation.path) != ("POST", "/v1/jobs"):
+            return body
+        # chosen from the body itself: hypothesis wants a case to depend on its draws only
+        if not isinstance(body, dict) or zlib.crc32(repr(sorted(body.items())).encode()) % 4 == 0:
+            return body
+        return tiny_job({"source": "synthetic", "num_images": 64}, steps=20)
+
     class Workflow(schema.as_state_machine()):  # type: ignore[misc]
         def setup(self) -> None:
-            # a key per scenario: a scenario may revoke its own (GET then DELETE /v1/keys)
-            headers["Authorization"] = f"Bearer {fuzz_stack.new_key('fuzz-stateful')}"
+            # an owner per scenario: a scenario starts with no jobs, datasets or webhooks, so
+            # the server answers its calls the same whatever ran before (hypothesis checks
+            # that a scenario's choices lead to the same kinds of draws)
+            owner = f"fuzz-{next(scenarios)}"
+            headers["Authorization"] = f"Bearer {fuzz_stack.new_key(owner)}"
 
         def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
             authorize(case, headers)
@@ -133,9 +155,10 @@ def test_stateful_links_reach_real_jobs(fuzz_stack: Stack) -> None:
             max_examples=STATEFUL_SCENARIOS,
             deadline=None,
             suppress_health_check=list(HealthCheck),
-            # the server's state carries over from one scenario to the next, so a scenario
-            # cannot be replayed (derandomized or shrunk): generated once each
+            # each scenario has an owner of its own (setup), so the same cases meet the same
+            # answers on every run: generated once each, the same ones each time
             phases=[Phase.generate],
+            derandomize=True,
             database=None,
             stateful_step_count=8,
         )
@@ -151,4 +174,6 @@ def test_stateful_links_reach_real_jobs(fuzz_stack: Stack) -> None:
     # the links are followed: a create's id reaches the routes that take one (how often
     # depends on how many generated bodies the server accepts: few pass every check)
     assert any(label.startswith("POST /v1/jobs") for label in calls), calls
+    reached = sum(n for c in linked.values() for status, n in c.items() if 200 <= status < 300)
+    assert reached >= 20, linked  # 31 and 42 on the two stacks when written (0-8 before)
     print(f"stateful: {total} calls, linked {linked}")
