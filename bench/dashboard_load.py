@@ -135,7 +135,9 @@ def points_in(body: dict[str, Any]) -> int:
     return sum(v is not None for values in body["series"].values() for v in values)
 
 
-def load_once(browser: Any, url: str, job_id: str, context: Any = None) -> dict[str, float]:
+def load_once(
+    browser: Any, url: str, job_id: str, context: Any = None, screenshot: Path | None = None
+) -> dict[str, float]:
     """One load of the job page, in a fresh context (an empty cache) or in `context`: ms to
     curves drawn, where the time went, points fetched from /metrics and drawn, its bytes."""
     fresh = context is None
@@ -178,6 +180,8 @@ def load_once(browser: Any, url: str, job_id: str, context: Any = None) -> dict[
             (int(parse_qs(urlsplit(r.url).query).get("every", ["1"])[0]) for r in metric_responses),
             default=1,
         )
+        if screenshot is not None:
+            page.screenshot(path=str(screenshot), full_page=True)
         drawn = page.evaluate(
             """[...document.querySelectorAll('.chart')].reduce(
                  (s, d) => s + (d.data || []).reduce((a, t) => a + t.x.length, 0), 0)"""
@@ -215,6 +219,9 @@ def main() -> None:
         help=f"run on PostgreSQL: a database made under this URL (default {POSTGRES_URL})",
     )
     parser.add_argument("--chromium", default="/usr/bin/chromium")
+    parser.add_argument(
+        "--screenshot", type=Path, help="save the long run's page here (PNG), after its warm-up"
+    )
     args = parser.parse_args()
 
     from playwright.sync_api import sync_playwright
@@ -243,7 +250,8 @@ def main() -> None:
             for n, job_id in jobs:
                 page_url = f"{base}/jobs/{job_id}"
                 # first visits: each load in a fresh context (nothing cached)
-                warm = load_once(browser, page_url, job_id)
+                shot = args.screenshot if n == args.points else None
+                warm = load_once(browser, page_url, job_id, screenshot=shot)
                 runs = [load_once(browser, page_url, job_id) for _ in range(args.repeats)]
                 rows.append((n, "first", warm, runs))
                 times = ", ".join(f"{r['ms']:.0f}" for r in runs)
