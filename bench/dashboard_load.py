@@ -318,7 +318,8 @@ def main() -> None:
     print()
     print(
         "ms since the navigation started, medians of the timed loads: scripts run = "
-        "DOMContentLoaded (the page's modules executed; plotly.js loads async); /metrics asked "
+        "DOMContentLoaded (the page's modules executed; plotly.js, preloaded, runs once the "
+        "/metrics requests are sent); /metrics asked "
         "/ in = the first /metrics request sent / the last answered; plotly.js run = when the "
         "page saw plotly.js executed; drawing = from the later of the points in and plotly.js "
         "run to the curves drawn (the page's performance marks, charts.js). every: the "

@@ -184,6 +184,18 @@ function follow() {
   );
 }
 
+/** Run plotly.js (preloaded by job.html, not run yet); resolves once it has run. */
+function runPlotly() {
+  if (window.Plotly) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const script = document.createElement("script");
+    script.src = document.querySelector("#plotly-js").href;
+    script.addEventListener("load", resolve, { once: true });
+    script.addEventListener("error", () => reject(new Error("plotly.js did not load")), { once: true });
+    document.head.append(script);
+  });
+}
+
 async function main() {
   initHeader();
   try {
@@ -194,14 +206,9 @@ async function main() {
     return;
   }
   generator.configure(job);
-  // plotly.js loads `async` (see job.html): the points are fetched while it runs. Its own
-  // load event, not the window's: that one also waits for every other resource of the page.
-  const plotlyReady = new Promise((r) =>
-    window.Plotly ? r() : document.querySelector("#plotly-js").addEventListener("load", r, { once: true }),
-  );
   await Promise.all([
     // the marker tests and bench/dashboard_load.py wait for: the curves are drawn
-    charts.load(job.progress.step, plotlyReady).then(() => (document.body.dataset.chartsReady = "1")),
+    charts.load(job.progress.step, runPlotly).then(() => (document.body.dataset.chartsReady = "1")),
     timeline.load(),
     loadCheckpoints(),
     showDatasetPreview(jobId),
