@@ -9,8 +9,8 @@ Where each part lives:
 - ``static/js/api.js``: the only way a page reaches the service (the public ``/v1`` API, the
   key, the event stream, errors beside their fields); ``static/js/ui.js``: shared pieces;
   ``static/js/format.js``: text helpers; ``static/css/app.css``: the one stylesheet
-- ``routes.py``: serves the pages and static files, and plotly.js from the installed
-  ``plotly`` package; ``docs.py``: ``/docs`` and ``/redoc`` without a CDN
+- ``routes.py``: serves the pages and static files, and plotly.js (its basic build from
+  npm, installed by ``scripts/setup`` from ``package-lock.json``, else the ``plotly`` wheel's); ``docs.py``: ``/docs`` and ``/redoc`` without a CDN
 
 ``app.main.create_app`` mounts both routers.
 """

@@ -1,13 +1,40 @@
 """The dashboard's routes over HTTP: pages never cached, static files under a version and
-cached for good, plotly.js from the installed package, nothing outside static/."""
+cached for good, plotly.js from the installed package (npm's basic build, else the `plotly`
+wheel's bundle), nothing outside static/."""
 
 from __future__ import annotations
 
 import gzip
 import re
 from importlib import resources
+from pathlib import Path
 
 import httpx
+import pytest
+
+from app.web import routes
+
+WHEEL_BUNDLE = Path(str(resources.files("plotly").joinpath("package_data/plotly.min.js")))
+
+
+def _plotly_installed() -> Path:
+    """The plotly.js the app should serve: the basic build scripts/setup installs with npm,
+    else the plotly wheel's."""
+    npm_build = routes.NODE_MODULES / "plotly.js-basic-dist-min" / "plotly-basic.min.js"
+    return npm_build if npm_build.is_file() else WHEEL_BUNDLE
+
+
+def test_plotly_is_the_npm_basic_build_else_the_wheels(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    name = "vendor/plotly.min.js"
+    wheel = routes.VENDOR[name][1]
+    monkeypatch.setitem(routes.VENDOR, name, (tmp_path / "missing.js", wheel))
+    assert routes._vendor_path(name) == WHEEL_BUNDLE
+    build = tmp_path / "plotly-basic.min.js"
+    build.write_text("/* a build */")
+    monkeypatch.setitem(routes.VENDOR, name, (build, wheel))
+    assert routes._vendor_path(name) == build
 
 
 def test_pages_and_static_files(live) -> None:  # type: ignore[no-untyped-def]
@@ -26,7 +53,7 @@ def test_pages_and_static_files(live) -> None:  # type: ignore[no-untyped-def]
 
         plotly = http.get(f"{static}/vendor/plotly.min.js", headers={"Accept-Encoding": "gzip"})
         assert plotly.headers["content-encoding"] == "gzip"
-        bundle = resources.files("plotly").joinpath("package_data/plotly.min.js").read_bytes()
+        bundle = _plotly_installed().read_bytes()
         assert plotly.content == bundle  # httpx undid the gzip
         raw = http.get(f"{static}/vendor/plotly.min.js", headers={"Accept-Encoding": "identity"})
         assert "content-encoding" not in raw.headers and raw.content == bundle

@@ -1,4 +1,4 @@
-// The job page's curves (plotly.js, served from the installed `plotly` package).
+// The job page's curves (plotly.js, served by the app: see app/web/routes.py).
 //
 // A long run is loaded downsampled by the server (/metrics?every=N, about MAX_POINTS steps per
 // series, in the columns form); zooming into a step range fetches that range at full detail
