@@ -1,7 +1,9 @@
 """Generation beyond one seed over HTTP, on both stacks: latent walks in every format (decoded
 with Pillow; keyframes equal to the seeds' own samples; same parameters, same bytes; 413
-past the cap, 422 naming the field), truncation on /samples, class sheets whose rows are their
-classes, and the generator exported as a torch.export program."""
+past the cap, 422 naming the field), truncation on /samples, class sheets of a generator
+trained on the labelled synthetic shapes whose rows a classifier trained on them assigns to
+their classes, and the generator exported as a torch.export program and as ONNX (run by
+onnxruntime)."""
 
 from __future__ import annotations
 
