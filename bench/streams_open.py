@@ -4,7 +4,8 @@ reach every stream, and what do the open streams cost the database. Not a test: 
 asserted.
 
 One uvicorn process (`bench/wrk_app.py`, the service's app) on a scratch PostgreSQL database,
-auth on; a queued job with one event. N streams open at once while another process GETs the
+auth on, one worker training a job throughout (its steps/s alone and beside the streams); a
+queued job with one event. N streams open at once while another process GETs the
 job back to back; then a new event is written and its delivery to every stream is timed; then
 the database's transactions/s (pg_stat_database.xact_commit) are counted with 1 stream open
 and with N open.
@@ -30,8 +31,14 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.load_wrk import serve  # noqa: E402
-from bench.stack import admin_connect, running, scratch_services, service_env  # noqa: E402
+from bench.load_wrk import serve, start_worker, steps_per_s  # noqa: E402
+from bench.stack import (  # noqa: E402
+    admin_connect,
+    running,
+    scratch_services,
+    service_env,
+    wait_until,
+)
 
 # The GET probe, run in its own process; prints each request's seconds when terminated.
 PROBE = """
@@ -48,6 +55,25 @@ with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, time
         took.append(time.monotonic() - begun)
 print(" ".join(map(str, took)))
 """
+
+
+TRAINER_JOB = {
+    "name": "streams-trainer",
+    "dataset": {"source": "synthetic", "num_images": 2048},
+    "model": {"arch": "cnn32", "g_ch": 16, "d_ch": 16, "z_dim": 64},
+    "train": {"steps": 1_000_000, "batch_size": 16, "n_dis": 1},
+    "checkpoint_every": 100_000,
+    "sample_every": 100_000,
+}
+
+
+def trainer_step(client: httpx.Client, job_id: str) -> int:
+    return int(client.get(f"/v1/jobs/{job_id}").json()["progress"]["step"])
+
+
+def trainer_speed(url: str, auth: dict[str, str], job_id: str, seconds: float) -> float:
+    with httpx.Client(base_url=url, headers=auth, timeout=60) as client:
+        return steps_per_s(client, job_id, seconds)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -76,7 +102,7 @@ def add_progress(database_url: str, job_id: str, step: int) -> float:
 
 
 async def run(
-    args: argparse.Namespace, url: str, key: str, job_id: str, db: dict[str, str]
+    args: argparse.Namespace, url: str, key: str, job_id: str, trainer_job: str, db: dict[str, str]
 ) -> None:
     auth = {"Authorization": f"Bearer {key}"}
     database_url, database = db["SNGAN_DATABASE_URL"], db["SNGAN_DATABASE_URL"].rsplit("/", 1)[1]
@@ -122,7 +148,7 @@ async def run(
         while not opened[0]:
             await asyncio.sleep(0.05)
         c0, t0 = commits(database), time.monotonic()
-        await asyncio.sleep(args.window)
+        alone_speed = await asyncio.to_thread(trainer_speed, url, auth, trainer_job, args.window)
         alone_tps = (commits(database) - c0) / (time.monotonic() - t0)
 
         begun = time.monotonic()
@@ -131,7 +157,8 @@ async def run(
         open_s = time.monotonic() - begun
 
         c0, t0 = commits(database), time.monotonic()
-        await asyncio.sleep(args.window)  # the streams alone: what they cost the database
+        # the streams held: what they cost the database, and the trainer beside them
+        held_speed = await asyncio.to_thread(trainer_speed, url, auth, trainer_job, args.window)
         held_tps = (commits(database) - c0) / (time.monotonic() - t0)
         t1 = time.monotonic()
         held = await probe(lambda: time.monotonic() - t1 > args.window / 2)
@@ -172,6 +199,10 @@ async def run(
         f"| database transactions/s, 1 stream → {args.streams} held | "
         f"{alone_tps:.1f} → {held_tps:.1f} |"
     )
+    print(
+        f"| the trainer's steps/s, 1 stream → {args.streams} held | "
+        f"{alone_speed:.2f} → {held_speed:.2f} ({held_speed / alone_speed:.2f}×) |"
+    )
     print()
     print(f"load average (1, 5, 15 min) at the end: {os.getloadavg()}")
     if cut:
@@ -206,13 +237,20 @@ def main() -> None:
             serve(service, args.source.resolve())
             with session_factory(services["SNGAN_DATABASE_URL"])() as session:
                 key = create_api_key(session, "bench")
+            start_worker(service, args.source.resolve())
             with httpx.Client(
-                base_url=service.url, headers={"Authorization": f"Bearer {key}"}
+                base_url=service.url, headers={"Authorization": f"Bearer {key}"}, timeout=60
             ) as c:
+                # the job the worker trains throughout (one torch thread), then the job the
+                # streams follow, queued behind it
+                trainer = c.post("/v1/jobs", json=TRAINER_JOB)
+                trainer.raise_for_status()
+                trainer_id = trainer.json()["id"]
+                wait_until(lambda: trainer_step(c, trainer_id) >= 60, 300, "the trainer")
                 body = {"dataset": {"source": "synthetic", "num_images": 64}}
-                job = c.post("/v1/jobs", json=body, timeout=60)
+                job = c.post("/v1/jobs", json=body)
                 job.raise_for_status()
-            asyncio.run(run(args, service.url, key, job.json()["id"], services))
+            asyncio.run(run(args, service.url, key, job.json()["id"], trainer_id, services))
 
 
 if __name__ == "__main__":
