@@ -28,7 +28,10 @@ from tests.builders import METRIC_NAMES, tiny_job
 from tests.clients import wait_for_status
 from tests.stacks import REDIS_URL, Stack, wait_for
 
-pytestmark = [pytest.mark.faults, pytest.mark.services]
+# Only the tests that restart the machine's PostgreSQL or Redis are `faults` (run alone, after
+# the rest: every other stack loses its servers meanwhile); the others break their own stack's
+# processes and files only, and run beside the rest of the suite.
+pytestmark = [pytest.mark.services]
 
 PG_VERSION = (
     next(iter(sorted(os.listdir("/etc/postgresql"))), "")
@@ -290,11 +293,13 @@ def _redis_up() -> bool:
         return False
 
 
+@pytest.mark.faults
 @pytest.mark.skipif(not PG_VERSION, reason="needs the local PostgreSQL cluster (pg_ctlcluster)")
 def test_training_survives_a_postgresql_restart(fault_stack: Stack, api: httpx.Client) -> None:
     """PostgreSQL stopped and started again mid-training: the worker keeps training and keeps
     its metric points buffered; the API answers 503 `database_unavailable` (a polled job once
-    its kept answer is older than SNGAN_JOB_CACHE_S) and /readyz 503 meanwhile, and both recover by themselves; no point is lost or written twice."""
+    its kept answer is older than SNGAN_JOB_CACHE_S) and /readyz 503 meanwhile, and both
+    recover by themselves; no point is lost or written twice."""
     steps = 300
     job_id = submit(api, steps, checkpoint_every=50, sample_every=1000)
     wait_for(lambda: step_of(api, job_id) >= 20, 120, "the job to pass step 20")
@@ -326,6 +331,7 @@ def test_training_survives_a_postgresql_restart(fault_stack: Stack, api: httpx.C
     assert "database unavailable, keeping" in fault_stack.log_tail("worker", 100_000)
 
 
+@pytest.mark.faults
 def test_a_queued_job_whose_message_redis_lost_still_runs(
     fault_stack: Stack, api: httpx.Client
 ) -> None:
