@@ -36,6 +36,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -76,6 +77,17 @@ class Target:
     path: str
     if_none_match: str = ""
     runs: list[Run] = field(default_factory=list)
+
+
+# The job the worker trains throughout a load benchmark (one torch thread): long enough never
+# to finish, checkpoints and grids rare enough not to weigh on its steps/s.
+TRAINER_JOB: dict[str, Any] = {
+    "dataset": {"source": "synthetic", "num_images": 2048},
+    "model": {"arch": "cnn32", "g_ch": 16, "d_ch": 16, "z_dim": 64},
+    "train": {"steps": 1_000_000, "batch_size": 16, "n_dis": 1},
+    "checkpoint_every": 100_000,
+    "sample_every": 100_000,
+}
 
 
 def cpu_seconds(pid: int) -> float:
@@ -225,15 +237,7 @@ def report(
             key = create_api_key(session, "bench")
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     with httpx.Client(base_url=service.url, headers=headers, timeout=60) as client:
-        body = {
-            "name": "load-wrk",
-            "dataset": {"source": "synthetic", "num_images": 2048},
-            "model": {"arch": "cnn32", "g_ch": 16, "d_ch": 16, "z_dim": 64},
-            "train": {"steps": 1_000_000, "batch_size": 16, "n_dis": 1},
-            "checkpoint_every": 100_000,
-            "sample_every": 100_000,
-        }
-        created = client.post("/v1/jobs", json=body)
+        created = client.post("/v1/jobs", json={**TRAINER_JOB, "name": "load-wrk"})
         created.raise_for_status()
         job_id = created.json()["id"]
         wait_until(lambda: job_step(client, job_id) >= 60, 300, "the job to train 60 steps")

@@ -31,7 +31,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.load_wrk import serve, start_worker, steps_per_s  # noqa: E402
+from bench.load_wrk import TRAINER_JOB, job_step, serve, start_worker, steps_per_s  # noqa: E402
 from bench.stack import (  # noqa: E402
     admin_connect,
     running,
@@ -55,20 +55,6 @@ with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, time
         took.append(time.monotonic() - begun)
 print(" ".join(map(str, took)))
 """
-
-
-TRAINER_JOB = {
-    "name": "streams-trainer",
-    "dataset": {"source": "synthetic", "num_images": 2048},
-    "model": {"arch": "cnn32", "g_ch": 16, "d_ch": 16, "z_dim": 64},
-    "train": {"steps": 1_000_000, "batch_size": 16, "n_dis": 1},
-    "checkpoint_every": 100_000,
-    "sample_every": 100_000,
-}
-
-
-def trainer_step(client: httpx.Client, job_id: str) -> int:
-    return int(client.get(f"/v1/jobs/{job_id}").json()["progress"]["step"])
 
 
 def trainer_speed(url: str, auth: dict[str, str], job_id: str, seconds: float) -> float:
@@ -243,10 +229,10 @@ def main() -> None:
             ) as c:
                 # the job the worker trains throughout (one torch thread), then the job the
                 # streams follow, queued behind it
-                trainer = c.post("/v1/jobs", json=TRAINER_JOB)
+                trainer = c.post("/v1/jobs", json={**TRAINER_JOB, "name": "streams-trainer"})
                 trainer.raise_for_status()
                 trainer_id = trainer.json()["id"]
-                wait_until(lambda: trainer_step(c, trainer_id) >= 60, 300, "the trainer")
+                wait_until(lambda: job_step(c, trainer_id) >= 60, 300, "the trainer")
                 body = {"dataset": {"source": "synthetic", "num_images": 64}}
                 job = c.post("/v1/jobs", json=body)
                 job.raise_for_status()

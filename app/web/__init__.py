@@ -10,7 +10,8 @@ Where each part lives:
   key, the event stream, errors beside their fields); ``static/js/ui.js``: shared pieces;
   ``static/js/format.js``: text helpers; ``static/css/app.css``: the one stylesheet
 - ``routes.py``: serves the pages and static files, and plotly.js (its basic build from
-  npm, installed by ``scripts/setup`` from ``package-lock.json``, else the ``plotly`` wheel's); ``docs.py``: ``/docs`` and ``/redoc`` without a CDN
+  npm, installed by ``scripts/setup`` from ``package-lock.json``, else the ``plotly``
+  wheel's); ``docs.py``: ``/docs`` and ``/redoc`` without a CDN
 
 ``app.main.create_app`` mounts both routers.
 """
