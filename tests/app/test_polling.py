@@ -16,7 +16,9 @@ from tests.stacks import Stack
 def test_job_and_metrics_answer_304_while_unchanged(
     stack: Stack, api: httpx.Client, owner: str
 ) -> None:
-    job_id = insert_job(stack, owner, status="queued")
+    # marked as sent to the queue: else the reaper sends it, the stack's worker may start it,
+    # and the cancel below ends it `canceling`, not `canceled`
+    job_id = insert_job(stack, owner, status="queued", enqueued_at=utcnow())
     for path in (f"/v1/jobs/{job_id}", f"/v1/jobs/{job_id}/metrics"):
         first = api.get(path)
         assert first.status_code == 200
@@ -83,7 +85,7 @@ def test_a_job_answer_is_kept_for_the_cache_period_and_dropped_by_a_change_here(
     writes (here: straight to the row) is not read meanwhile; a change made through this API
     process (cancel) is seen at once; another owner is read and refused, not served the kept
     answer."""
-    job_id = insert_job(stack, owner, status="queued")
+    job_id = insert_job(stack, owner, status="queued", enqueued_at=utcnow())
     first = api.get(f"/v1/jobs/{job_id}")
     assert first.status_code == 200
     assert first.json()["progress"]["step"] == 0
@@ -109,7 +111,7 @@ def test_a_job_answer_is_kept_for_the_cache_period_and_dropped_by_a_change_here(
 def test_with_no_job_cache_every_get_reads_the_job(
     stack: Stack, api: httpx.Client, owner: str
 ) -> None:
-    job_id = insert_job(stack, owner, status="queued")
+    job_id = insert_job(stack, owner, status="queued", enqueued_at=utcnow())
     assert api.get(f"/v1/jobs/{job_id}").json()["progress"]["step"] == 0
     with stack.sessions()() as session:
         session.execute(update(Job).where(Job.id == job_id).values(step=7))
