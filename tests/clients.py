@@ -3,15 +3,28 @@ job's event stream (a small Server-Sent Events reader), cancel what is left runn
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from app.core.status import FINISHED_STATUSES
 from tests.stacks import wait_for
+
+T = TypeVar("T")
+
+
+def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(coroutine)`` on a thread of its own: in a test process where the browser
+    tests' Playwright (its sync API) has started an event loop on the main thread, asyncio.run
+    refuses to run there, whichever test runs after them."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 def upload(client: httpx.Client, filename: str, data: bytes) -> httpx.Response:

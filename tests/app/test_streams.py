@@ -19,6 +19,7 @@ from app.cli.watch import JobPoller
 from app.core import events
 from app.core.db import get_engine
 from tests.builders import insert_job
+from tests.clients import run_async
 from tests.stacks import Stack
 
 VIEWERS = 50
@@ -178,7 +179,7 @@ def test_hundreds_of_streams_opening_leave_the_api_answering(
                 await asyncio.gather(*tasks)
         return seen, answers
 
-    seen, answers = asyncio.run(run())
+    seen, answers = run_async(run())
     # every stream got the history and then the new event; no stream was cut
     assert seen == [["status", "progress"]] * STREAMS
     # the job was answered meanwhile, each GET within the client's 30 s (a stall times out)

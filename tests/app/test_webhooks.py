@@ -7,7 +7,6 @@ job trains here."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
@@ -32,6 +31,7 @@ from app.core.leases import Lease
 from app.core.status import JobStatus
 from app.core.tables import Job, WebhookMessage, WebhookSecret, utcnow
 from tests.builders import insert_job, tiny_job
+from tests.clients import run_async
 from tests.stacks import STACKS, Stack, free_port, new_stack, wait_for
 from tests.webhook_receiver import Receiver, verify
 
@@ -466,7 +466,7 @@ def send_once(url: str, transport: CheckedTransport) -> Outcome:
         async with client_for(settings, transport) as client:
             return await send(client, out, settings)
 
-    return asyncio.run(attempt())
+    return run_async(attempt())
 
 
 def test_a_name_that_resolves_elsewhere_after_the_check_is_not_followed(
