@@ -72,10 +72,12 @@ export class GeneratePanel {
       const { blob, headers } = await requestBlob(`/v1/jobs/${this.jobId}/samples`, {
         query: { ...query, format: "grid" },
       });
+      // the hash first, then the image and its hash together: never a new image beside the
+      // previous one's hash
+      const hash = await sha256Hex(blob);
       const old = this.image.src;
       this.image.src = URL.createObjectURL(blob);
       if (old.startsWith("blob:")) URL.revokeObjectURL(old);
-      const hash = await sha256Hex(blob);
       const hashEl = document.querySelector("#generated-hash");
       hashEl.textContent = hash ? hash.slice(0, 16) : "(needs https or localhost)";
       hashEl.title = hash || "";
