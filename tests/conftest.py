@@ -18,7 +18,10 @@ import httpx
 import pytest
 
 from tests.clients import cancel_all
+from tests.servers import PrivatePostgres, PrivateRedis, private_postgres, private_redis
 from tests.stacks import STACKS, Stack, new_stack
+from tests.trained import TrainedGAN
+from tests.trained import trained_gan as train_once
 
 
 @pytest.fixture(
@@ -69,15 +72,38 @@ FAULT_SETTINGS = {
 
 
 @pytest.fixture(scope="module")
-def fault_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """A PostgreSQL + Redis stack of its own with a worker, for tests that kill its
-    processes and restart the servers (the shared `stack` is left alone)."""
+def fault_servers() -> Iterator[tuple[PrivatePostgres, PrivateRedis]]:
+    """A PostgreSQL cluster and a Redis server of the fault tests' own, which they may stop
+    and restart: the machine's servers, under every other stack, are left alone."""
     if "services" not in STACKS:
         pytest.skip("the fault tests need the services stack (SNGAN_TEST_STACKS)")
+    with private_postgres() as postgres, private_redis() as redis:
+        yield postgres, redis
+
+
+@pytest.fixture(scope="module")
+def fault_stack(
+    fault_servers: tuple[PrivatePostgres, PrivateRedis], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """A stack with a worker on `fault_servers`, for tests that kill its processes and
+    restart its servers (the shared `stack` is left alone)."""
+    postgres, redis = fault_servers
     workdir = tmp_path_factory.mktemp("stack-faults")
-    with new_stack("services", workdir, FAULT_SETTINGS) as stack:
+    with new_stack(
+        "services", workdir, FAULT_SETTINGS, postgres_url=postgres.url, redis_url=redis.url
+    ) as stack:
         stack.start_worker()
         yield stack
+
+
+@pytest.fixture(scope="session")
+def trained_gan(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> TrainedGAN:
+    """The conditional GAN of tests/trained.py, trained once per run: the run's pytest
+    processes (xdist workers) share the folder above their own temporary folders."""
+    root = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        root = root.parent
+    return train_once(root / "trained-gan")
 
 
 @pytest.fixture

@@ -73,14 +73,14 @@ TEST_SETTINGS = {
 
 
 @contextlib.contextmanager
-def postgres_admin() -> Iterator[Connection]:
+def postgres_admin(postgres_url: str = POSTGRES_URL) -> Iterator[Connection]:
     """A connection to PostgreSQL's maintenance database that commits each statement at once
     (CREATE, DROP and ALTER DATABASE cannot run inside a transaction)."""
     from sqlalchemy import create_engine
     from sqlalchemy.pool import NullPool
 
     engine = create_engine(
-        POSTGRES_URL,
+        postgres_url,
         isolation_level="AUTOCOMMIT",
         poolclass=NullPool,
         connect_args={"connect_timeout": 3},
@@ -391,9 +391,12 @@ def new_stack(
     workdir: Path,
     extra_env: dict[str, str] | None = None,
     on_unreachable: Callable[[str], None] = services_unreachable,
+    postgres_url: str = POSTGRES_URL,
+    redis_url: str = REDIS_URL,
 ) -> Iterator[Stack]:
-    """A fresh, migrated database (and Redis key prefix) for `kind`; its processes stopped and
-    everything removed after. Nothing is served or started yet."""
+    """A fresh, migrated database (and Redis key prefix) for `kind`, on the servers at
+    `postgres_url` and `redis_url` for `services`; its processes stopped and everything
+    removed after. Nothing is served or started yet."""
     from app.core.db import get_engine, migrate
 
     data_dir = workdir / "data"
@@ -402,27 +405,27 @@ def new_stack(
     db_name = None
     if kind == "services":
         try:
-            with postgres_admin() as conn:
+            with postgres_admin(postgres_url) as conn:
                 db_name = f"sngan_test_{secrets.token_hex(4)}"
                 conn.exec_driver_sql(f'CREATE DATABASE "{db_name}"')
         except Exception as e:
-            on_unreachable(f"PostgreSQL at {POSTGRES_URL} is unreachable ({e})")
+            on_unreachable(f"PostgreSQL at {postgres_url} is unreachable ({e})")
             raise
         try:
             import redis
 
-            redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
+            redis.Redis.from_url(redis_url, socket_connect_timeout=3).ping()
         except Exception as e:
-            on_unreachable(f"Redis at {REDIS_URL} is unreachable ({e})")
+            on_unreachable(f"Redis at {redis_url} is unreachable ({e})")
             raise
         from sqlalchemy.engine import make_url
 
         database_url = (
-            make_url(POSTGRES_URL).set(database=db_name).render_as_string(hide_password=False)
+            make_url(postgres_url).set(database=db_name).render_as_string(hide_password=False)
         )
         env.update(
             SNGAN_DATABASE_URL=database_url,
-            SNGAN_BROKER_URL=REDIS_URL,
+            SNGAN_BROKER_URL=redis_url,
             SNGAN_BROKER_KEY_PREFIX=f"sngan-test-{secrets.token_hex(4)}:",
         )
     elif kind == "embedded":
@@ -443,11 +446,11 @@ def new_stack(
         get_engine(database_url).dispose()
         _stack_urls.discard(database_url)
         if db_name is not None:
-            with postgres_admin() as conn:
+            with postgres_admin(postgres_url) as conn:
                 conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
             import redis
 
-            client = redis.Redis.from_url(REDIS_URL)
+            client = redis.Redis.from_url(redis_url)
             keys = list(client.scan_iter(match=env["SNGAN_BROKER_KEY_PREFIX"] + "*"))
             if keys:
                 client.delete(*keys)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +18,12 @@ import pytest
 import torch
 from PIL import Image
 
-from models.checkpoint import recorded_sha256
-from models.data import SYNTHETIC_CLASSES, synthetic_shapes
+from models.data import synthetic_shapes
+from tests import trained as trained_models
 from tests.app.test_validation import assert_error
 from tests.builders import insert_checkpoint, insert_job
 from tests.stacks import Stack
+from tests.trained import SHAPES, TrainedGAN, recognised
 
 CLASSES = 3
 MODEL = {"arch": "cnn32", "z_dim": 16, "g_ch": 4, "d_ch": 4}
@@ -170,109 +170,29 @@ def _classify(centroids: np.ndarray, image: np.ndarray) -> int:
     return int(np.argmin(((centroids - colour) ** 2).sum(axis=1)))
 
 
-# The class sheet's generator: a conditional SN-GAN (projection D) trained on the labelled
-# synthetic shapes. Adam at 5e-4 (at the default 2e-4, 300 steps leave the classes' BN
-# parameters too near their start to tell the classes apart).
-SHAPES = len(SYNTHETIC_CLASSES)
-SHEET_MODEL = {"arch": "cnn32", "z_dim": 16, "g_ch": 16, "d_ch": 16, "conditional": True}
-SHEET_STEPS = 300
-SHEET_TRAIN: dict[str, Any] = {
-    "steps": SHEET_STEPS,
-    "batch_size": 32,
-    "n_dis": 1,
-    "lr_g": 5e-4,
-    "lr_d": 5e-4,
-    "lr_decay": "none",
-}
-# Training this short drops a class on some seeds (measured, 1 thread: training seeds 0, 1,
-# 3 and 4 make every class, 7-8 of 8 a row; 2 and 5 make one class badly or not at all)
-SHEET_TRAINING_SEEDS = 4
-
-
-@dataclass(frozen=True)
-class Trained:
-    checkpoint: Path  # the trainer's own checkpoint file (and its .sha256 sidecar)
-    sha256: str
-    classifier: torch.nn.Module
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
-    """The generator trained by the project's trainer in this process, once for both stacks
-    (about 55 s of one CPU thread a try; the worker would train it once per stack), on
-    2000 synthetic shapes; and models.quality's classifier (a small CNN with a reject class)
-    trained on 4800 other labelled shapes. A run whose generator, asked here for 8 of each
-    class twice, makes fewer than 7 of 8 of some class is GAN luck, not the service's doing:
-    the next training seed is tried (seed 0 passes where the thresholds were measured)."""
-    from models import RunConfig, Trainer, generate_images, load_generator
-    from models.quality import train_classifier
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as measured
-    try:
-        classifier = train_classifier("shapes")
-        for seed in range(SHEET_TRAINING_SEEDS):
-            cfg = RunConfig.from_dict(
-                {
-                    "model": {**SHEET_MODEL, "num_classes": SHAPES},
-                    "train": {**SHEET_TRAIN, "seed": seed},
-                    "data": {"source": "synthetic", "num_images": 2000},
-                    "checkpoint_every": 0,
-                    "sample_every": 0,
-                }
-            )
-            run = Trainer(cfg, tmp_path_factory.mktemp(f"sheet-seed{seed}"), device="cpu").fit()
-            assert run.checkpoint is not None
-            netG, _ = load_generator(run.checkpoint)
-            labels = [c for c in range(SHAPES) for _ in range(8)]
-            with torch.no_grad():
-                made = [
-                    _recognised(classifier, generate_images(netG, cfg, 32, noise, labels))
-                    for noise in (1000, 1001)  # not the sheet's seed
-                ]
-            hits = [(m.reshape(SHAPES, 8) == np.arange(SHAPES)[:, None]).sum(1) for m in made]
-            if min(h.min() for h in hits) >= 7:
-                break
-        else:
-            pytest.fail(f"no training seed of {SHEET_TRAINING_SEEDS} made every class")
-    finally:
-        torch.set_num_threads(threads)
-    sha = recorded_sha256(run.checkpoint)
-    assert sha is not None
-    return Trained(run.checkpoint, sha, classifier)
-
-
-def _trained_job(stack: Stack, owner: str, trained: Trained) -> str:
+def _trained_job(stack: Stack, owner: str, trained: TrainedGAN) -> str:
     """A finished job whose checkpoint is the trained one, put where the worker puts its
     checkpoints and recorded as it records them."""
-    spec = {"model": SHEET_MODEL, "train": SHEET_TRAIN}
-    job_id = insert_job(stack, owner, "succeeded", steps=SHEET_STEPS, spec=spec)
+    spec = {"model": trained_models.MODEL, "train": trained_models.TRAIN}
+    job_id = insert_job(stack, owner, "succeeded", steps=trained_models.STEPS, spec=spec)
     path = stack.data_dir / "jobs" / job_id / trained.checkpoint.name
     path.parent.mkdir(parents=True)
     for suffix in ("", ".sha256"):
         shutil.copyfile(f"{trained.checkpoint}{suffix}", f"{path}{suffix}")
-    insert_checkpoint(stack, job_id, SHEET_STEPS, path, trained.sha256)
+    insert_checkpoint(stack, job_id, trained_models.STEPS, path, trained.sha256)
     return job_id
 
 
-@torch.no_grad()
-def _recognised(classifier: torch.nn.Module, images: np.ndarray) -> np.ndarray:
-    """The classifier's class for each uint8 (N, H, W, 3) image; SHAPES (its reject class)
-    counts as no class."""
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1)
-    return classifier(x).argmax(dim=1).numpy()  # type: ignore[no-any-return]
-
-
 @pytest.mark.settings(SNGAN_MAX_SAMPLES_PER_REQUEST=str(SHAPES * 8))
-def test_class_sheets(stack: Stack, api: httpx.Client, owner: str, trained: Trained) -> None:
+def test_class_sheets(stack: Stack, api: httpx.Client, owner: str, trained_gan: TrainedGAN) -> None:
     """Each row of the sheet is its class as a classifier trained on the real labelled data
     sees it: at least 6 of 8 a row and 28 of 32 in all (chance: 8 in all; the reject class is
     a miss). Measured on the sheets of seeds 1-5 of the generators of training seeds 0, 1, 3
     and 4: 7 or 8 in every row, 31 or 32 in all."""
     real, labels = synthetic_shapes(200, 32, seed=7)  # the yardstick itself works
-    assert (_recognised(trained.classifier, real.transpose(0, 2, 3, 1)) == labels).mean() > 0.95
+    assert (recognised(real.transpose(0, 2, 3, 1)) == labels).mean() > 0.95
 
-    job_id = _trained_job(stack, owner, trained)
+    job_id = _trained_job(stack, owner, trained_gan)
     sheet = _get(api, job_id, "samples", format="grid", labels="all", n=8, seed=1)
     assert sheet.status_code == 200, sheet.text
     assert sheet.headers["content-type"] == "image/png"
@@ -285,9 +205,9 @@ def test_class_sheets(stack: Stack, api: httpx.Client, owner: str, trained: Trai
             for col in range(8)
         ]
     )
-    recognised = _recognised(trained.classifier, cells).reshape(SHAPES, 8)
-    hits = (recognised == np.arange(SHAPES)[:, None]).sum(axis=1)
-    assert hits.min() >= 6 and hits.sum() >= 28, recognised
+    classes = recognised(cells).reshape(SHAPES, 8)
+    hits = (classes == np.arange(SHAPES)[:, None]).sum(axis=1)
+    assert hits.min() >= 6 and hits.sum() >= 28, classes
     # the cells are the sheet's images as npy gives them: the layout is read right
     as_npy = _npy(_get(api, job_id, "samples", format="npy", labels="all", n=8, seed=1))
     assert np.array_equal(as_npy, cells)

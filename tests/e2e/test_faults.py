@@ -1,9 +1,9 @@
 """Real faults lose nothing: a worker SIGKILLed or frozen mid-training, a duplicate delivery,
 PostgreSQL and Redis restarted for real, a corrupted checkpoint, a full disk, a diverging run.
 
-Each test runs against `fault_stack` (its own database, Redis prefix and worker process, its
-API served in process, with second-scale lease and re-enqueue clocks) and injects the fault
-for real.
+Each test runs against `fault_stack` (a PostgreSQL cluster and a Redis server of its own, a
+worker process, its API served in process, with second-scale lease and re-enqueue clocks)
+and injects the fault for real.
 """
 
 from __future__ import annotations
@@ -26,18 +26,13 @@ from celery import Celery
 
 from tests.builders import METRIC_NAMES, tiny_job
 from tests.clients import wait_for_status
-from tests.stacks import REDIS_URL, Stack, wait_for
+from tests.servers import PrivatePostgres, PrivateRedis
+from tests.stacks import Stack, wait_for
 
-# All run alone, after the rest (`faults`): two restart the machine's PostgreSQL or Redis
-# under every other stack, and the others wait on second-scale lease and re-enqueue clocks
-# that a loaded machine stretches (beside the rest, a takeover missed its 90 s once in CI).
+# Run after the rest (`faults`, two processes): they wait on second-scale lease and re-enqueue
+# clocks that a loaded machine stretches (beside the rest, a takeover missed its 90 s once in
+# CI). The servers two of them restart are their own (`fault_servers`), not the machine's.
 pytestmark = [pytest.mark.faults, pytest.mark.services]
-
-PG_VERSION = (
-    next(iter(sorted(os.listdir("/etc/postgresql"))), "")
-    if os.path.isdir("/etc/postgresql")
-    else ""
-)
 
 
 @pytest.fixture
@@ -234,67 +229,9 @@ def _pids(proc: subprocess.Popen[bytes]) -> tuple[str, ...]:
 # --- the servers --------------------------------------------------------------------------
 
 
-def pg_ctl(action: str) -> None:
-    subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", PG_VERSION, "main", action],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-
-
-def restart_redis() -> None:
-    """Shut Redis down without saving (it keeps nothing on disk here) and start it again."""
-    subprocess.run(["redis-cli", "shutdown", "nosave"], capture_output=True, timeout=30)
-    start_redis()
-
-
-def start_redis() -> None:
-    import redis
-
-    with contextlib.suppress(redis.ConnectionError):
-        if redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping():
-            return
-    subprocess.run(
-        [
-            "redis-server",
-            "--daemonize",
-            "yes",
-            "--bind",
-            "127.0.0.1",
-            "-::1",
-            "--port",
-            "6379",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            "/var/lib/redis",
-            "--logfile",
-            "/var/log/redis/ci.log",
-        ],
-        check=True,
-        timeout=30,
-    )
-    wait_for(
-        lambda: _redis_up(),
-        30,
-        "Redis to accept connections",
-    )
-
-
-def _redis_up() -> bool:
-    import redis
-
-    try:
-        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping())
-    except redis.ConnectionError:
-        return False
-
-
-@pytest.mark.skipif(not PG_VERSION, reason="needs the local PostgreSQL cluster (pg_ctlcluster)")
-def test_training_survives_a_postgresql_restart(fault_stack: Stack, api: httpx.Client) -> None:
+def test_training_survives_a_postgresql_restart(
+    fault_stack: Stack, fault_servers: tuple[PrivatePostgres, PrivateRedis], api: httpx.Client
+) -> None:
     """PostgreSQL stopped and started again mid-training: the worker keeps training and keeps
     its metric points buffered; the API answers 503 `database_unavailable` (a polled job once
     its kept answer is older than SNGAN_JOB_CACHE_S) and /readyz 503 meanwhile, and both
@@ -303,7 +240,8 @@ def test_training_survives_a_postgresql_restart(fault_stack: Stack, api: httpx.C
     job_id = submit(api, steps, checkpoint_every=50, sample_every=1000)
     wait_for(lambda: step_of(api, job_id) >= 20, 120, "the job to pass step 20")
     before = step_of(api, job_id)
-    pg_ctl("stop")
+    postgres = fault_servers[0]
+    postgres.stop()
     try:
         ready = api.get("/readyz", timeout=20)
         assert ready.status_code == 503, ready.text
@@ -317,7 +255,7 @@ def test_training_survives_a_postgresql_restart(fault_stack: Stack, api: httpx.C
         assert api.get("/v1/jobs").json()["error"]["code"] == "database_unavailable"
         time.sleep(1.0)  # a few more flush periods with the database gone
     finally:
-        pg_ctl("start")
+        postgres.start()
     wait_for(
         lambda: api.get("/readyz", timeout=20).status_code == 200,
         60,
@@ -331,7 +269,7 @@ def test_training_survives_a_postgresql_restart(fault_stack: Stack, api: httpx.C
 
 
 def test_a_queued_job_whose_message_redis_lost_still_runs(
-    fault_stack: Stack, api: httpx.Client
+    fault_stack: Stack, fault_servers: tuple[PrivatePostgres, PrivateRedis], api: httpx.Client
 ) -> None:
     """Redis restarted with nothing saved while one job trains and a second waits in the
     queue: the worker reconnects and finishes the first; the second's message is gone, yet
@@ -340,10 +278,11 @@ def test_a_queued_job_whose_message_redis_lost_still_runs(
     wait_for(lambda: step_of(api, running) >= 10, 120, "the first job to start")
     waiting = submit(api, 20)
     assert api.get(f"/v1/jobs/{waiting}").json()["status"] == "queued"
+    redis = fault_servers[1]
     try:
-        restart_redis()
+        redis.stop()
     finally:
-        start_redis()
+        redis.start()
     wait_for(
         lambda: api.get("/readyz", timeout=20).status_code == 200,
         60,
