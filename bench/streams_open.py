@@ -31,7 +31,14 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.load_wrk import TRAINER_JOB, job_step, serve, start_worker, steps_per_s  # noqa: E402
+from bench.load_wrk import (  # noqa: E402
+    TRAINER_JOB,
+    cpu_seconds,
+    job_step,
+    serve,
+    start_worker,
+    steps_per_s,
+)
 from bench.stack import (  # noqa: E402
     admin_connect,
     running,
@@ -88,7 +95,13 @@ def add_progress(database_url: str, job_id: str, step: int) -> float:
 
 
 async def run(
-    args: argparse.Namespace, url: str, key: str, job_id: str, trainer_job: str, db: dict[str, str]
+    args: argparse.Namespace,
+    url: str,
+    key: str,
+    job_id: str,
+    trainer_job: str,
+    db: dict[str, str],
+    api_pid: int,
 ) -> None:
     auth = {"Authorization": f"Bearer {key}"}
     database_url, database = db["SNGAN_DATABASE_URL"], db["SNGAN_DATABASE_URL"].rsplit("/", 1)[1]
@@ -133,19 +146,21 @@ async def run(
         one = asyncio.create_task(stream(0))
         while not opened[0]:
             await asyncio.sleep(0.05)
-        c0, t0 = commits(database), time.monotonic()
+        c0, t0, cpu0 = commits(database), time.monotonic(), cpu_seconds(api_pid)
         alone_speed = await asyncio.to_thread(trainer_speed, url, auth, trainer_job, args.window)
         alone_tps = (commits(database) - c0) / (time.monotonic() - t0)
+        alone_cpu = (cpu_seconds(api_pid) - cpu0) / (time.monotonic() - t0)
 
         begun = time.monotonic()
         tasks = [one] + [asyncio.create_task(stream(i)) for i in range(1, args.streams)]
         opening = await probe(lambda: all(opened) or len(cut) + sum(opened) >= args.streams)
         open_s = time.monotonic() - begun
 
-        c0, t0 = commits(database), time.monotonic()
-        # the streams held: what they cost the database, and the trainer beside them
+        c0, t0, cpu0 = commits(database), time.monotonic(), cpu_seconds(api_pid)
+        # the streams held: what they cost the database and the API, and the trainer beside
         held_speed = await asyncio.to_thread(trainer_speed, url, auth, trainer_job, args.window)
         held_tps = (commits(database) - c0) / (time.monotonic() - t0)
+        held_cpu = (cpu_seconds(api_pid) - cpu0) / (time.monotonic() - t0)
         t1 = time.monotonic()
         held = await probe(lambda: time.monotonic() - t1 > args.window / 2)
 
@@ -186,6 +201,10 @@ async def run(
         f"{alone_tps:.1f} → {held_tps:.1f} |"
     )
     print(
+        f"| the API process's CPU, 1 stream → {args.streams} held | "
+        f"{alone_cpu * 100:.1f}% → {held_cpu * 100:.1f}% of a core |"
+    )
+    print(
         f"| the trainer's steps/s, 1 stream → {args.streams} held | "
         f"{alone_speed:.2f} → {held_speed:.2f} ({held_speed / alone_speed:.2f}×) |"
     )
@@ -220,7 +239,7 @@ def main() -> None:
         env = service_env(workdir / "data", SNGAN_AUTH="on", SNGAN_LOG_LEVEL="WARNING", **services)
         env["PYTHONPATH"] = os.pathsep.join([str(args.source.resolve()), str(REPO)])
         with running(env, workdir) as service:
-            serve(service, args.source.resolve())
+            api_pid = serve(service, args.source.resolve())
             with session_factory(services["SNGAN_DATABASE_URL"])() as session:
                 key = create_api_key(session, "bench")
             start_worker(service, args.source.resolve())
@@ -236,7 +255,9 @@ def main() -> None:
                 body = {"dataset": {"source": "synthetic", "num_images": 64}}
                 job = c.post("/v1/jobs", json=body)
                 job.raise_for_status()
-            asyncio.run(run(args, service.url, key, job.json()["id"], trainer_id, services))
+            asyncio.run(
+                run(args, service.url, key, job.json()["id"], trainer_id, services, api_pid)
+            )
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 EventRow = tuple[int, str, str]  # (id, type, data as JSON text)
 READ_LIMIT = 500  # events one read returns
 BUFFER_SIZE = 2000  # events a feed keeps for viewers that are behind or just joined
+WAKE_BOUND_S = 10.0  # the longest a viewer waits for its feed's wake-up before looking itself
 
 
 @dataclass(frozen=True)
@@ -99,13 +100,18 @@ class Feed:
                 dropped = len(self.rows) - self.buffer_size
                 self.base_id = self.rows[dropped - 1][0]
                 del self.rows[:dropped]
-        self.ended = got.complete and (got.status is None or got.status in FINISHED_STATUSES)
-        self._changed.set()  # wakes the viewers waiting now; they look for what is new
-        self._changed = asyncio.Event()
+        ended = got.complete and (got.status is None or got.status in FINISHED_STATUSES)
+        if got.rows or ended != self.ended or self.polls == 1:
+            # wakes the viewers waiting now; they look for what is new. A poll that found
+            # nothing wakes none: 1,000 viewers of a quiet job cost the loop nothing.
+            self.ended = ended
+            self._changed.set()
+            self._changed = asyncio.Event()
 
     async def changed(self, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout)
+            async with asyncio.timeout(timeout):  # no task per wait, as wait_for made
+                await self._changed.wait()
 
 
 class EventHub:
@@ -174,7 +180,7 @@ class EventHub:
                 if feed.ended and after_id >= feed.last_id:
                     return
                 # bounded, so a viewer never depends on a wake-up alone
-                await feed.changed(timeout=max(1.0, 4 * self.interval_s))
+                await feed.changed(timeout=WAKE_BOUND_S)
 
 
 def hub_of(app: Any) -> EventHub:
