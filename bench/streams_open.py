@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.load_wrk import (  # noqa: E402
+    CLOCK_TICKS,
     TRAINER_JOB,
     cpu_seconds,
     job_step,
@@ -72,6 +73,13 @@ def trainer_speed(url: str, auth: dict[str, str], job_id: str, seconds: float) -
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, all) CPU seconds of the whole machine so far, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields) - idle) / CLOCK_TICKS, sum(fields) / CLOCK_TICKS
 
 
 def commits(database: str) -> int:
@@ -146,21 +154,29 @@ async def run(
         one = asyncio.create_task(stream(0))
         while not opened[0]:
             await asyncio.sleep(0.05)
-        c0, t0, cpu0 = commits(database), time.monotonic(), cpu_seconds(api_pid)
+        c0, t0, cpu0, m0 = commits(database), time.monotonic(), cpu_seconds(api_pid), machine_busy()
+        own0 = time.process_time()
         alone_speed = await asyncio.to_thread(trainer_speed, url, auth, trainer_job, args.window)
         alone_tps = (commits(database) - c0) / (time.monotonic() - t0)
         alone_cpu = (cpu_seconds(api_pid) - cpu0) / (time.monotonic() - t0)
+        alone_own = (time.process_time() - own0) / (time.monotonic() - t0)
+        m1 = machine_busy()
+        alone_machine = (m1[0] - m0[0]) / (m1[1] - m0[1])
 
         begun = time.monotonic()
         tasks = [one] + [asyncio.create_task(stream(i)) for i in range(1, args.streams)]
         opening = await probe(lambda: all(opened) or len(cut) + sum(opened) >= args.streams)
         open_s = time.monotonic() - begun
 
-        c0, t0, cpu0 = commits(database), time.monotonic(), cpu_seconds(api_pid)
+        c0, t0, cpu0, m0 = commits(database), time.monotonic(), cpu_seconds(api_pid), machine_busy()
+        own0 = time.process_time()
         # the streams held: what they cost the database and the API, and the trainer beside
         held_speed = await asyncio.to_thread(trainer_speed, url, auth, trainer_job, args.window)
         held_tps = (commits(database) - c0) / (time.monotonic() - t0)
         held_cpu = (cpu_seconds(api_pid) - cpu0) / (time.monotonic() - t0)
+        held_own = (time.process_time() - own0) / (time.monotonic() - t0)
+        m1 = machine_busy()
+        held_machine = (m1[0] - m0[0]) / (m1[1] - m0[1])
         t1 = time.monotonic()
         held = await probe(lambda: time.monotonic() - t1 > args.window / 2)
 
@@ -171,6 +187,10 @@ async def run(
             delays += [r[step] - written for r in received if step in r]
         release.set()
         await add_progress_and_wait(database_url, job_id, tasks)
+        # alone again: the trainer's speed drifts over a run by itself (seen: 0.88x from one
+        # window to the next with 1 stream held throughout), so "alone" is the mean of the
+        # windows before and after the held one
+        after_speed = await asyncio.to_thread(trainer_speed, url, auth, trainer_job, args.window)
 
     missing = args.streams * args.events - len(delays)
     print(
@@ -205,8 +225,18 @@ async def run(
         f"{alone_cpu * 100:.1f}% → {held_cpu * 100:.1f}% of a core |"
     )
     print(
-        f"| the trainer's steps/s, 1 stream → {args.streams} held | "
-        f"{alone_speed:.2f} → {held_speed:.2f} ({held_speed / alone_speed:.2f}×) |"
+        f"| the streams' client's CPU (this process), 1 stream → {args.streams} held | "
+        f"{alone_own * 100:.1f}% → {held_own * 100:.1f}% of a core |"
+    )
+    print(
+        f"| the machine's CPU busy, 1 stream → {args.streams} held | "
+        f"{alone_machine * 100:.0f}% → {held_machine * 100:.0f}% of all cores |"
+    )
+    alone = (alone_speed + after_speed) / 2
+    print(
+        f"| the trainer's steps/s: 1 stream, {args.streams} held, none (held / mean of the "
+        f"others) | {alone_speed:.2f}, {held_speed:.2f}, {after_speed:.2f} "
+        f"({held_speed / alone:.2f}×) |"
     )
     print()
     print(f"load average (1, 5, 15 min) at the end: {os.getloadavg()}")
@@ -236,7 +266,14 @@ def main() -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="sngan-streams-"))
     with scratch_services() as services:
-        env = service_env(workdir / "data", SNGAN_AUTH="on", SNGAN_LOG_LEVEL="WARNING", **services)
+        env = service_env(
+            workdir / "data",
+            SNGAN_AUTH="on",
+            SNGAN_LOG_LEVEL="WARNING",
+            SNGAN_RATE_LIMIT_PER_MINUTE=str(10**9),  # the GET probe is one key's
+            OMP_NUM_THREADS="1",  # the trainer takes one core, as in load_wrk.py
+            **services,
+        )
         env["PYTHONPATH"] = os.pathsep.join([str(args.source.resolve()), str(REPO)])
         with running(env, workdir) as service:
             api_pid = serve(service, args.source.resolve())
