@@ -13,7 +13,7 @@ import httpx
 import pytest
 from sqlalchemy import event
 
-from app.api.services.event_hub import EventHub, EventRow
+from app.api.services.event_hub import EventHub, EventRow, Feed, Read
 from app.cli.client import Api
 from app.cli.watch import JobPoller
 from app.core import events
@@ -74,6 +74,31 @@ def test_viewers_of_a_job_share_one_reader(stack: Stack, owner: str) -> None:
     # every read of the job's events was the one reader's (its first also looked up the
     # newest id): none per viewer
     assert len(reads) == polls + 1, reads
+
+
+def test_a_poll_that_found_nothing_wakes_no_viewer() -> None:
+    """1,000 viewers of a quiet job cost the event loop nothing between events: a viewer
+    waiting on its feed wakes for new events and for the job's end, not for every poll."""
+
+    async def check() -> None:
+        feed = Feed("job", 0, 0)
+        feed.add(Read([], "running", True, 0))  # the first read: where the feed starts
+        waiter = asyncio.create_task(feed.changed(timeout=30))
+        await asyncio.sleep(0.01)
+        for _ in range(3):
+            feed.add(Read([], "running", True, 0))
+        await asyncio.sleep(0.05)
+        assert not waiter.done()
+        feed.add(Read([(1, "progress", '{"step": 1}')], "running", True, 0))
+        await asyncio.wait_for(waiter, 1)
+
+        waiter = asyncio.create_task(feed.changed(timeout=30))
+        await asyncio.sleep(0.01)
+        feed.add(Read([], "succeeded", True, 1))  # finished, nothing more to read
+        await asyncio.wait_for(waiter, 1)
+        assert feed.ended and feed.polls == 6
+
+    run_async(check())
 
 
 def test_a_viewer_behind_the_buffer_or_past_the_end_still_gets_every_event(
