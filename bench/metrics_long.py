@@ -16,7 +16,7 @@ process, auth off) and asks each job, one request at a time over one kept-alive 
   none are logged here, so the answer is empty: the cost is finding that out);
 
 and, in this process, the database part of the overview alone
-(``app.api.services.jobs.metrics``). Prints one table. Not a test: nothing is asserted.
+(``app.api.services.outputs.metrics``). Prints one table. Not a test: nothing is asserted.
 
     .venv/bin/python bench/metrics_long.py                 # SQLite (embedded)
     .venv/bin/python bench/metrics_long.py --postgres      # PostgreSQL
@@ -112,7 +112,7 @@ def main() -> None:
 
     import httpx
 
-    from app.api.services import jobs as job_service
+    from app.api.services import outputs as job_service
     from app.core.db import session_factory
 
     load_before = os.getloadavg()[0]
@@ -201,7 +201,7 @@ def main() -> None:
     print(
         "overview: the page the dashboard's job page asks first (six series, every = "
         f"ceil(steps / {OVERVIEW_STEPS}), format=columns); p99: nearest rank; in-process: "
-        "the rows read through app.api.services.jobs.metrics, no HTTP, no JSON"
+        "the rows read through app.api.services.outputs.metrics, no HTTP, no JSON"
     )
 
 

@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from app.api.deps import BearerDep, authenticate, authorized
 from app.api.errors import ApiError, invalid
 from app.api.schemas import INT32_MAX, INT64_MAX, error_responses
-from app.api.services import jobs
+from app.api.services import jobs, outputs
 from app.core.config import get_settings
 from app.core.db import session_scope
 from app.core.formats import (
@@ -165,7 +165,7 @@ def _queue_walk(
         job = jobs.get(session, principal.owner, job_id)
         walk = _parse_walk(*params)
         wants_ema = use_ema(job, ema)
-        row = jobs.checkpoint(session, job.id, checkpoint)
+        row = outputs.checkpoint(session, job.id, checkpoint)
     path = _checkpoint_file(row)
     try:
         future = generation.submit_walk(path, row.sha256, walk, wants_ema, announcement)
@@ -216,7 +216,7 @@ def _integers(field: str, text: str, high: int, example: str) -> list[int]:
 
 
 def _checkpoint_file(row: CheckpointRow) -> Path:
-    path = jobs.data_path(row.path)
+    path = outputs.data_path(row.path)
     if not path.is_file():
         raise ApiError(409, "checkpoint_removed", f"checkpoint {row.step} was removed; retry")
     return path
@@ -281,7 +281,7 @@ def _job_checkpoint(
     session: Session, owner: str, job_id: str, step: str
 ) -> tuple[Job, CheckpointRow]:
     job = jobs.get(session, owner, job_id)
-    return job, jobs.checkpoint(session, job.id, step)
+    return job, outputs.checkpoint(session, job.id, step)
 
 
 def is_class_sheet(labels: str | None) -> bool:

@@ -43,7 +43,7 @@ from app.api.schemas import (
     TrainingSamplesPublic,
     error_responses,
 )
-from app.api.services import jobs
+from app.api.services import jobs, outputs
 from app.api.services.event_hub import EventHub, hub_of
 from app.core.config import get_settings
 from app.core.db import session_scope
@@ -92,7 +92,7 @@ async def job_metrics(
 
     def read(session: Session, who: Principal) -> MetricsPublic | MetricsColumns:
         job = jobs.get(session, who.owner, job_id)
-        rows, next_after = jobs.metrics(
+        rows, next_after = outputs.metrics(
             session, job.id, wanted, after_step, limit, every, with_time=not columns
         )
         if columns:
@@ -170,7 +170,7 @@ def list_checkpoints(
             CheckpointPublic(
                 step=c.step, size_bytes=c.size_bytes, sha256=c.sha256, created_at=c.created_at
             )
-            for c in jobs.checkpoints(session, job.id)
+            for c in outputs.checkpoints(session, job.id)
         ]
     )
 
@@ -189,8 +189,8 @@ def download_checkpoint(
     """The checkpoint file at ``step`` (or ``latest``, or ``best``: the lowest FID); its
     sha256 is in the X-Checksum-Sha256 header and in the checkpoint list."""
     job = jobs.get(session, principal.owner, job_id)
-    row = jobs.checkpoint(session, job.id, step)
-    path = jobs.data_path(row.path)
+    row = outputs.checkpoint(session, job.id, step)
+    path = outputs.data_path(row.path)
     if not path.is_file():
         raise ApiError(404, "not_found", f"checkpoint {row.step} of job {job_id} was removed")
     return FileResponse(
@@ -313,8 +313,8 @@ def _queue_samples(
         _check_sample_request(n, fmt)  # a class sheet's n x classes: once the classes are known
         wanted = None if is_class_sheet(labels) else _parse_labels(labels, n)
         ema = use_ema(job, ema)
-        row = jobs.checkpoint(session, job.id, checkpoint)
-    path = jobs.data_path(row.path)
+        row = outputs.checkpoint(session, job.id, checkpoint)
+    path = outputs.data_path(row.path)
     if not path.is_file():
         raise ApiError(409, "checkpoint_removed", f"checkpoint {row.step} was removed; retry")
     try:
@@ -387,7 +387,7 @@ def list_training_samples(
                 url=f"/v1/jobs/{job.id}/training-samples/{s.step}",
                 created_at=s.created_at,
             )
-            for s in jobs.training_samples(session, job.id)
+            for s in outputs.training_samples(session, job.id)
         ]
     )
 
@@ -405,8 +405,8 @@ def training_sample(
 ) -> FileResponse:
     """The fixed-noise grid saved at ``step`` during training."""
     job = jobs.get(session, principal.owner, job_id)
-    row = jobs.training_sample(session, job.id, step)
-    path = jobs.data_path(row.path)
+    row = outputs.training_sample(session, job.id, step)
+    path = outputs.data_path(row.path)
     if not path.is_file():
         raise ApiError(404, "not_found", f"the grid of step {step} was removed")
     return FileResponse(path, media_type="image/png")
