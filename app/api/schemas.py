@@ -9,82 +9,28 @@ limit.
 
 from __future__ import annotations
 
-from dataclasses import MISSING, fields
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, model_validator
+from pydantic import BaseModel, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from app.core.config import get_settings
+from app.api.fields import (
+    MAX_LIST_ITEMS,
+    Arch,
+    BodyInt,
+    BuiltinSource,
+    EvalMetric,
+    Loss,
+    LrDecay,
+    Precision,
+    Text,
+    at_most,
+    spec,
+    strict,
+)
 from app.core.status import JobStatus
 from models.config import EvalConfig, ModelConfig, RunConfig, TrainConfig
-
-# the values models/config.py accepts (ARCHS, LOSSES, ...), as types; test_job_spec.py checks
-Arch = Literal["cnn32", "resnet32", "cnn48", "resnet48"]
-Loss = Literal["hinge", "ns"]
-LrDecay = Literal["linear", "none"]
-Precision = Literal["auto", "fp32", "bf16"]
-EvalMetric = Literal["is", "fid", "kid"]
-BuiltinSource = Literal["cifar10", "stl10", "synthetic"]
-
-
-def at_most(setting: str) -> AfterValidator:
-    """Bound a value by ``settings.<setting>``; the message names the limit and its variable."""
-
-    def check(value: Any) -> Any:
-        limit = getattr(get_settings(), setting)
-        size = len(value) if isinstance(value, str | list) else value
-        if size is not None and size > limit:
-            raise PydanticCustomError(
-                "too_large",
-                "must be at most {limit} (server limit SNGAN_{env})",
-                {"limit": limit, "env": setting.upper()},
-            )
-        return value
-
-    return AfterValidator(check)
-
-
-# The database's integer domains: a value outside them is a 422 here, never an overflow in the
-# driver (a 500). Query and path integers take Int64; stored labels and class counts Int32.
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-INT32_MAX = 2**31 - 1
-Int64 = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
-# Steps are 32-bit columns (metrics, checkpoints, grids): a step, or a number compared with
-# steps in SQL (`every`), lies in [0, STEP_MAX]. Event ids are 64-bit.
-STEP_MAX = INT32_MAX
-# Body integers are also strict: JSON `true` is not the integer 1, nor "5" the integer 5.
-# (no lower bound here: each field sets its own, which this would override)
-BodyInt = Annotated[int, Strict(), Field(le=INT64_MAX)]
-# Lists in a request body: bounded, so a body of a million entries is refused by its length
-# before each entry is validated (and its errors echoed).
-MAX_LIST_ITEMS = 16
-
-
-def _no_nul(value: str) -> str:
-    if "\x00" in value:
-        raise PydanticCustomError("nul_byte", "must not contain a NUL byte")
-    return value
-
-
-# Every string of a request body: PostgreSQL cannot store NUL in text (the URL and headers are
-# checked by app.api.limits).
-Text = Annotated[str, AfterValidator(_no_nul)]
-
-
-def _strict(title: str) -> ConfigDict:
-    return ConfigDict(extra="forbid", title=title)
-
-
-def spec(config: type, name: str, **constraints: Any) -> Any:
-    """A job spec field whose default and description are `config`'s (models/config.py)."""
-    f = next(f for f in fields(config) if f.name == name)
-    doc = f.metadata["doc"]
-    if f.default_factory is not MISSING:
-        return Field(default_factory=f.default_factory, description=doc, **constraints)
-    return Field(default=f.default, description=doc, **constraints)
-
 
 # --- jobs: input ---------------------------------------------------------------------------
 
@@ -92,7 +38,7 @@ def spec(config: type, name: str, **constraints: Any) -> Any:
 class DatasetRef(BaseModel):
     """Either an uploaded dataset (``id``) or a built-in ``source``."""
 
-    model_config = _strict("DatasetRef")
+    model_config = strict("DatasetRef")
 
     id: Text | None = Field(default=None, max_length=64, description="An uploaded dataset's id.")
     source: BuiltinSource | None = Field(default=None, description="A built-in dataset.")
@@ -112,7 +58,7 @@ class DatasetRef(BaseModel):
 
 
 class ModelSpec(BaseModel):
-    model_config = _strict("ModelSpec")
+    model_config = strict("ModelSpec")
 
     arch: Arch = spec(ModelConfig, "arch")
     z_dim: Annotated[BodyInt, Field(ge=1), at_most("max_z_dim")] = spec(ModelConfig, "z_dim")
@@ -126,7 +72,7 @@ class ModelSpec(BaseModel):
 
 
 class TrainSpec(BaseModel):
-    model_config = _strict("TrainSpec")
+    model_config = strict("TrainSpec")
 
     steps: Annotated[BodyInt, Field(ge=1), at_most("max_steps")] = spec(TrainConfig, "steps")
     batch_size: Annotated[BodyInt, Field(ge=1), at_most("max_batch_size")] = spec(
@@ -151,7 +97,7 @@ class TrainSpec(BaseModel):
 
 
 class EvalSpec(BaseModel):
-    model_config = _strict("EvalSpec")
+    model_config = strict("EvalSpec")
 
     every: BodyInt = spec(EvalConfig, "every", ge=0)
     num_samples: Annotated[BodyInt, Field(ge=1), at_most("max_eval_samples")] = spec(
@@ -163,7 +109,7 @@ class EvalSpec(BaseModel):
 class JobCreate(BaseModel):
     """The body of ``POST /v1/jobs``; defaults are the SN-GAN paper's."""
 
-    model_config = _strict("JobCreate")
+    model_config = strict("JobCreate")
 
     name: Text | None = Field(default=None, min_length=1, max_length=128)
     dataset: DatasetRef
@@ -421,7 +367,7 @@ def _final_statuses_only() -> list[WebhookEvent]:
 class WebhookSubscription(BaseModel):
     """Where to send a job's events (on a job) or all the key's jobs' events (/v1/webhooks)."""
 
-    model_config = _strict("WebhookSubscription")
+    model_config = strict("WebhookSubscription")
 
     url: Text = Field(min_length=1, max_length=2048, description="An http:// or https:// URL.")
     events: list[WebhookEvent] = Field(

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from app.api import schemas
+from app.api import fields as api_fields
 from app.api.schemas import EvalSpec, JobCreate, ModelSpec, TrainSpec
 from app.core.tables import JOB_FIELDS, Job
 from models import config
@@ -87,7 +87,7 @@ def test_a_full_request_reaches_the_config_unchanged() -> None:
 
 def test_the_schemas_choices_are_the_configs() -> None:
     def choices(name: str) -> set[str]:
-        return set(typing.get_args(getattr(schemas, name)))
+        return set(typing.get_args(getattr(api_fields, name)))
 
     assert choices("Arch") == set(config.ARCHS)
     assert choices("Loss") == set(config.LOSSES)

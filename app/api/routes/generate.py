@@ -17,7 +17,8 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import BearerDep, authenticate, authorized
 from app.api.errors import ApiError, invalid
-from app.api.schemas import INT32_MAX, INT64_MAX, error_responses
+from app.api.fields import INT32_MAX, INT64_MAX
+from app.api.schemas import error_responses
 from app.api.services import jobs, outputs
 from app.core.config import get_settings
 from app.core.db import session_scope

@@ -28,11 +28,9 @@ from app.api.deps import (
     known_principal,
 )
 from app.api.errors import ApiError, invalid
+from app.api.fields import INT32_MAX, INT64_MAX, STEP_MAX
 from app.api.routes.generate import Ema, Truncation, class_sheet_labels, is_class_sheet, use_ema
 from app.api.schemas import (
-    INT32_MAX,
-    INT64_MAX,
-    STEP_MAX,
     CheckpointPublic,
     CheckpointsPublic,
     MetricPoint,

@@ -13,7 +13,7 @@ from sqlalchemy import Row, TextClause, func, select, text
 from sqlalchemy.orm import Session
 
 from app.api.errors import ApiError, invalid, not_found
-from app.api.schemas import STEP_MAX
+from app.api.fields import STEP_MAX
 from app.core.config import get_settings
 from app.core.tables import Checkpoint, Job, Metric, SampleGrid
 from models.checkpoint import CheckpointError, newest_verified, verify_checkpoint_cached
