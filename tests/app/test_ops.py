@@ -10,7 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.stacks import REPO, Stack, base_env, free_port, serve
+from tests.served import serve
+from tests.stacks import REPO, Stack, base_env, free_port
 
 
 def test_health_readiness_and_metrics(stack: Stack, api: httpx.Client) -> None:

@@ -28,7 +28,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.builders import tiny_job
-from tests.stacks import STACKS, Served, Stack, new_stack
+from tests.served import Served
+from tests.stacks import STACKS, Stack, new_stack
 
 EXAMPLES_PER_OPERATION = 15
 STATEFUL_SCENARIOS = 100
