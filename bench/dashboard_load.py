@@ -37,7 +37,12 @@ from urllib.parse import parse_qs, urlsplit
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.stack import POSTGRES_URL, running, scratch_services, service_env  # noqa: E402
+from bench.stack import (  # noqa: E402
+    add_postgres_option,
+    running,
+    scratch_services,
+    service_env,
+)
 
 if TYPE_CHECKING:
     from playwright.sync_api import ViewportSize
@@ -212,12 +217,7 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=200_000, help="steps per series (long run)")
     parser.add_argument("--baseline", type=int, default=2_000, help="steps per series (short)")
     parser.add_argument("--repeats", type=int, default=5, help="timed loads per job")
-    parser.add_argument(
-        "--postgres",
-        nargs="?",
-        const=POSTGRES_URL,
-        help=f"run on PostgreSQL: a database made under this URL (default {POSTGRES_URL})",
-    )
+    add_postgres_option(parser)
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     parser.add_argument(
         "--screenshot", type=Path, help="save the long run's page here (PNG), after its warm-up"

@@ -41,7 +41,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.dashboard_load import NAMES, insert_job  # noqa: E402
-from bench.stack import POSTGRES_URL, running, scratch_services, service_env  # noqa: E402
+from bench.stack import (  # noqa: E402
+    add_postgres_option,
+    running,
+    scratch_services,
+    service_env,
+)
 
 EVAL_NAMES = ("is_mean", "is_std", "fid", "kid_mean", "kid_std")
 OVERVIEW_STEPS = 1000  # charts.js MAX_POINTS
@@ -102,12 +107,7 @@ def main() -> None:
     parser.add_argument("--baseline", type=int, default=1_000, help="steps per series (short)")
     parser.add_argument("--repeats", type=int, default=200, help="timed requests per query")
     parser.add_argument("--warmup", type=int, default=5, help="unrecorded requests first")
-    parser.add_argument(
-        "--postgres",
-        nargs="?",
-        const=POSTGRES_URL,
-        help=f"run on PostgreSQL: a database made under this URL (default {POSTGRES_URL})",
-    )
+    add_postgres_option(parser)
     args = parser.parse_args()
 
     import httpx

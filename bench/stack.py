@@ -5,6 +5,7 @@ and Redis key prefix made for the run and removed after it, or on an embedded da
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import re
@@ -73,6 +74,17 @@ def admin_connect(postgres_url: str = POSTGRES_URL) -> psycopg.Connection[Any]:
         dbname=url.database or "postgres",
         autocommit=True,
         connect_timeout=3,
+    )
+
+
+def add_postgres_option(parser: argparse.ArgumentParser) -> None:
+    """``--postgres [URL]``: run on PostgreSQL (a scratch database made under URL, see
+    `scratch_services`) instead of the embedded SQLite stack."""
+    parser.add_argument(
+        "--postgres",
+        nargs="?",
+        const=POSTGRES_URL,
+        help=f"run on PostgreSQL: a database made under this URL (default {POSTGRES_URL})",
     )
 
 
