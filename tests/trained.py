@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from models import RunConfig
 from models.data import SYNTHETIC_CLASSES
 
 # Adam at 5e-4 (at the default 2e-4, 300 steps leave the classes' BN parameters too near their
@@ -45,9 +46,7 @@ class TrainedGAN:
     seed: int  # the training seed whose generator made every class
 
 
-def config(seed: int) -> Any:
-    from models import RunConfig
-
+def config(seed: int) -> RunConfig:
     return RunConfig.from_dict(
         {
             "model": {**MODEL, "num_classes": SHAPES},
